@@ -1,0 +1,280 @@
+//! Optimal chunking of a cluster of unconfirmed transactions.
+//!
+//! Since Bitcoin Core v31 the mempool orders each cluster by an optimal linearization and
+//! mines it in chunks: the first chunk is the ancestor-closed subset with the highest fee
+//! rate, the next chunk the best such subset of what remains, and so on. A transaction's
+//! effective fee rate is the rate of its chunk. This module finds each chunk exactly, as a
+//! maximum-ratio closure: Dinkelbach's iteration over the rate, with a minimum cut solving
+//! the maximum-weight closure problem at each step.
+
+use std::collections::VecDeque;
+
+use crate::feerate::FeeFrac;
+
+/// One transaction of a cluster, reduced to what chunking needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterTx {
+    /// Fee and size (weight units, or virtual bytes times four).
+    pub frac: FeeFrac,
+    /// Indexes of the in-cluster transactions this one spends from.
+    pub parents: Vec<usize>,
+}
+
+/// A set of transactions mined together, with their summed fee and size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chunk {
+    /// Indexes into the cluster, in ascending order.
+    pub members: Vec<usize>,
+    /// Summed fee and size of the members.
+    pub frac: FeeFrac,
+}
+
+/// Splits a cluster into chunks in mining order, highest fee rate first.
+///
+/// Parents must index into `cluster`; cycles cannot occur between real transactions.
+pub fn chunk_cluster(cluster: &[ClusterTx]) -> Vec<Chunk> {
+    let mut remaining: Vec<bool> = vec![true; cluster.len()];
+    let mut chunks = Vec::new();
+    while remaining.iter().any(|&left| left) {
+        let members = best_closure(cluster, &remaining);
+        let frac = sum_fracs(cluster, &members);
+        for &member in &members {
+            remaining[member] = false;
+        }
+        chunks.push(Chunk { members, frac });
+    }
+    chunks
+}
+
+/// Returns the index of the chunk holding transaction `index`.
+pub fn chunk_of(chunks: &[Chunk], index: usize) -> Option<usize> {
+    chunks
+        .iter()
+        .position(|chunk| chunk.members.contains(&index))
+}
+
+fn sum_fracs(cluster: &[ClusterTx], members: &[usize]) -> FeeFrac {
+    members
+        .iter()
+        .fold(FeeFrac::default(), |total, &i| total.add(cluster[i].frac))
+}
+
+/// Finds the highest-rate subset of `remaining` that contains the in-set parents of each
+/// member. On ties it returns the smallest such set, because Bitcoin Core merges a chunk
+/// into the one before it only when its rate is strictly higher.
+fn best_closure(cluster: &[ClusterTx], remaining: &[bool]) -> Vec<usize> {
+    let mut best: Vec<usize> = (0..cluster.len()).filter(|&i| remaining[i]).collect();
+    let mut rate = sum_fracs(cluster, &best);
+    loop {
+        let candidate = max_weight_closure(cluster, remaining, rate, None);
+        let candidate_frac = sum_fracs(cluster, &candidate);
+        if candidate.is_empty() || candidate_frac.cmp_rate(&rate).is_le() {
+            break;
+        }
+        best = candidate;
+        rate = candidate_frac;
+    }
+    smallest_at_rate(cluster, &best, rate)
+}
+
+/// Returns the smallest closed subset of `best` whose rate equals `rate`: for each member,
+/// the least closure containing it at zero weight, which a minimum cut finds directly.
+fn smallest_at_rate(cluster: &[ClusterTx], best: &[usize], rate: FeeFrac) -> Vec<usize> {
+    if best.len() < 2 {
+        return best.to_vec();
+    }
+    let mut within = vec![false; cluster.len()];
+    for &member in best {
+        within[member] = true;
+    }
+    let mut smallest = best.to_vec();
+    for &member in best {
+        let candidate = max_weight_closure(cluster, &within, rate, Some(member));
+        let frac = sum_fracs(cluster, &candidate);
+        if candidate.len() < smallest.len() && frac.cmp_rate(&rate).is_eq() {
+            smallest = candidate;
+        }
+    }
+    smallest
+}
+
+/// Solves max Σ (fee·W − F·size) over closed subsets of `remaining`, where F/W is `rate`.
+///
+/// Each transaction with positive weight gets an edge from the source, each with negative
+/// weight an edge to the sink, and each child an infinite edge to its parents; the source
+/// side of a minimum cut is the best closure, and the least one among equals. `forced`, if
+/// set, must be in the closure.
+fn max_weight_closure(
+    cluster: &[ClusterTx],
+    remaining: &[bool],
+    rate: FeeFrac,
+    forced: Option<usize>,
+) -> Vec<usize> {
+    let count = cluster.len();
+    let source = count;
+    let sink = count + 1;
+    let mut network = FlowNetwork::new(count + 2);
+    for (i, tx) in cluster.iter().enumerate() {
+        if !remaining[i] {
+            continue;
+        }
+        let weight = i128::from(tx.frac.fee_sat) * i128::from(rate.weight)
+            - i128::from(rate.fee_sat) * i128::from(tx.frac.weight);
+        if weight > 0 {
+            network.add_edge(source, i, weight);
+        } else if weight < 0 {
+            network.add_edge(i, sink, -weight);
+        }
+        for &parent in &tx.parents {
+            if remaining[parent] {
+                network.add_edge(i, parent, i128::MAX / 4);
+            }
+        }
+    }
+    if let Some(forced) = forced {
+        network.add_edge(source, forced, i128::MAX / 4);
+    }
+    network.max_flow(source, sink);
+    let reachable = network.reachable_from(source);
+    (0..count)
+        .filter(|&i| remaining[i] && reachable[i])
+        .collect()
+}
+
+/// A small residual network for Edmonds-Karp maximum flow.
+struct FlowNetwork {
+    capacity: Vec<Vec<i128>>,
+}
+
+impl FlowNetwork {
+    fn new(nodes: usize) -> Self {
+        Self {
+            capacity: vec![vec![0; nodes]; nodes],
+        }
+    }
+
+    fn add_edge(&mut self, from: usize, to: usize, capacity: i128) {
+        self.capacity[from][to] = self.capacity[from][to].saturating_add(capacity);
+    }
+
+    fn max_flow(&mut self, source: usize, sink: usize) {
+        while let Some(previous) = self.augmenting_path(source, sink) {
+            let mut bottleneck = i128::MAX;
+            let mut node = sink;
+            while node != source {
+                let from = previous[node];
+                bottleneck = bottleneck.min(self.capacity[from][node]);
+                node = from;
+            }
+            let mut node = sink;
+            while node != source {
+                let from = previous[node];
+                self.capacity[from][node] -= bottleneck;
+                self.capacity[node][from] = self.capacity[node][from].saturating_add(bottleneck);
+                node = from;
+            }
+        }
+    }
+
+    fn augmenting_path(&self, source: usize, sink: usize) -> Option<Vec<usize>> {
+        let nodes = self.capacity.len();
+        let mut previous = vec![usize::MAX; nodes];
+        previous[source] = source;
+        let mut queue = VecDeque::from([source]);
+        while let Some(node) = queue.pop_front() {
+            for next in 0..nodes {
+                if previous[next] == usize::MAX && self.capacity[node][next] > 0 {
+                    previous[next] = node;
+                    if next == sink {
+                        return Some(previous);
+                    }
+                    queue.push_back(next);
+                }
+            }
+        }
+        None
+    }
+
+    fn reachable_from(&self, source: usize) -> Vec<bool> {
+        let nodes = self.capacity.len();
+        let mut seen = vec![false; nodes];
+        seen[source] = true;
+        let mut queue = VecDeque::from([source]);
+        while let Some(node) = queue.pop_front() {
+            for next in 0..nodes {
+                if !seen[next] && self.capacity[node][next] > 0 {
+                    seen[next] = true;
+                    queue.push_back(next);
+                }
+            }
+        }
+        seen
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tx(fee_sat: u64, vsize: u64, parents: &[usize]) -> ClusterTx {
+        ClusterTx {
+            frac: FeeFrac::from_vsize(fee_sat, vsize),
+            parents: parents.to_vec(),
+        }
+    }
+
+    #[test]
+    fn singleton_is_one_chunk() {
+        let chunks = chunk_cluster(&[tx(141, 141, &[])]);
+        assert_eq!(chunks.len(), 1);
+        assert_eq!(chunks[0].frac, FeeFrac::from_vsize(141, 141));
+    }
+
+    #[test]
+    fn child_lifts_parent_into_one_chunk() {
+        // A 1 sat/vB parent and a 60 sat/vB child are mined together.
+        let chunks = chunk_cluster(&[tx(141, 141, &[]), tx(6600, 110, &[0])]);
+        assert_eq!(chunks.len(), 1);
+        assert_eq!(chunks[0].members, vec![0, 1]);
+    }
+
+    #[test]
+    fn richer_parent_is_its_own_chunk() {
+        let chunks = chunk_cluster(&[tx(3000, 300, &[]), tx(200, 200, &[0])]);
+        assert_eq!(chunks.len(), 2);
+        assert_eq!(chunks[0].members, vec![0]);
+        assert_eq!(chunks[1].members, vec![1]);
+    }
+
+    #[test]
+    fn low_fee_ancestors_drag_child_down() {
+        // Grandparent and parent at 1 sat/vB, child at 4 sat/vB: one chunk of 846 sat.
+        let cluster = [tx(141, 141, &[]), tx(141, 141, &[0]), tx(564, 141, &[1])];
+        let chunks = chunk_cluster(&cluster);
+        assert_eq!(chunks.len(), 1);
+        assert_eq!(chunks[0].frac.fee_sat, 846);
+    }
+
+    #[test]
+    fn best_branch_is_chosen_first() {
+        // Two children of one parent: only the rich child joins the parent's chunk.
+        let cluster = [tx(100, 100, &[]), tx(2000, 100, &[0]), tx(150, 100, &[0])];
+        let chunks = chunk_cluster(&cluster);
+        assert_eq!(chunks[0].members, vec![0, 1]);
+        assert_eq!(chunks[1].members, vec![2]);
+    }
+
+    #[test]
+    fn child_with_two_parents() {
+        // A child paying for two poor parents, beside a rich unrelated sibling of one.
+        let cluster = [
+            tx(100, 200, &[]),
+            tx(50, 200, &[]),
+            tx(5000, 100, &[0, 1]),
+            tx(5000, 100, &[0]),
+        ];
+        let chunks = chunk_cluster(&cluster);
+        assert_eq!(chunks[0].members, vec![0, 3]);
+        assert_eq!(chunks[1].members, vec![1, 2]);
+    }
+}

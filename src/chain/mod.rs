@@ -1,0 +1,207 @@
+//! The chain layer: facts about transactions and the mempool, from a backend.
+//!
+//! Every backend implements [`ChainSource`] and translates its answers into the types of
+//! this module, checking them on the way in: a transaction whose txid or fee does not add
+//! up is a [`ChainError::Inconsistent`], never a fact. [`cache::CachedSource`] sits in
+//! front of any source.
+
+pub mod cache;
+pub mod esplora;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use rust_decimal::Decimal;
+use serde::Serialize;
+
+use crate::bitcoin::{Amount, BlockHash, OutPoint, Transaction, TxOut, Txid};
+
+/// Where a transaction is, as the backend reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum TxStatus {
+    /// In a block of the best chain.
+    Confirmed {
+        /// Height of the block.
+        block_height: u32,
+        /// Hash of the block, where the backend gives it.
+        block_hash: Option<BlockHash>,
+        /// Block timestamp in seconds since the Unix epoch, where the backend gives it.
+        block_time: Option<u64>,
+    },
+    /// In the backend's mempool.
+    Unconfirmed,
+}
+
+impl TxStatus {
+    /// Whether the transaction is in a block.
+    pub fn is_confirmed(&self) -> bool {
+        matches!(self, TxStatus::Confirmed { .. })
+    }
+}
+
+/// A transaction with the outputs it spends and its status, checked for consistency.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChainTx {
+    /// The transaction, decoded from its raw bytes.
+    pub tx: Transaction,
+    /// The txid, computed from the raw bytes.
+    pub txid: Txid,
+    /// The output each input spends, in input order.
+    pub prevouts: Vec<TxOut>,
+    /// Inputs minus outputs.
+    pub fee: Amount,
+    /// Confirmed or in the mempool.
+    pub status: TxStatus,
+}
+
+impl ChainTx {
+    /// Builds a checked transaction: `expected` must be the txid of `tx`, and `fee`, where
+    /// the backend reported one, must equal inputs minus outputs.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`ChainError::Inconsistent`] naming what does not add up.
+    pub fn checked(
+        backend: &str,
+        expected: Txid,
+        tx: Transaction,
+        prevouts: Vec<TxOut>,
+        reported_fee: Option<u64>,
+        status: TxStatus,
+    ) -> Result<Self, ChainError> {
+        let inconsistent = |detail: String| ChainError::Inconsistent {
+            backend: backend.to_owned(),
+            detail,
+        };
+        let txid = tx.compute_txid();
+        if txid != expected {
+            return Err(inconsistent(format!(
+                "requested transaction {expected} but got {txid}"
+            )));
+        }
+        if prevouts.len() != tx.input.len() {
+            let detail = format!(
+                "transaction {txid} has {} inputs but {} previous outputs",
+                tx.input.len(),
+                prevouts.len()
+            );
+            return Err(inconsistent(detail));
+        }
+        let input_total: u64 = prevouts.iter().map(|prevout| prevout.value.to_sat()).sum();
+        let output_total: u64 = tx.output.iter().map(|output| output.value.to_sat()).sum();
+        let Some(fee) = input_total.checked_sub(output_total) else {
+            let detail = format!(
+                "transaction {txid} spends {input_total} sat but pays out {output_total} sat"
+            );
+            return Err(inconsistent(detail));
+        };
+        if let Some(reported) = reported_fee.filter(|&reported| reported != fee) {
+            let detail = format!(
+                "transaction {txid} reported fee {reported} sat but inputs minus outputs is {fee} sat"
+            );
+            return Err(inconsistent(detail));
+        }
+        Ok(Self {
+            tx,
+            txid,
+            prevouts,
+            fee: Amount::from_sat(fee),
+            status,
+        })
+    }
+
+    /// Returns the output this transaction spends at `outpoint`, if one of its inputs
+    /// spends it.
+    pub fn prevout_of(&self, outpoint: &OutPoint) -> Option<&TxOut> {
+        let index = self
+            .tx
+            .input
+            .iter()
+            .position(|input| input.previous_output == *outpoint)?;
+        self.prevouts.get(index)
+    }
+}
+
+/// Who spends an output, if anyone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum OutputSpend {
+    /// Nothing the backend knows of spends it.
+    Unspent,
+    /// A transaction spends it.
+    Spent {
+        /// The spending transaction.
+        txid: Txid,
+        /// Its input index.
+        vin: u32,
+        /// Whether the spender is confirmed.
+        confirmed: bool,
+    },
+}
+
+/// The backend's view of its mempool.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MempoolSnapshot {
+    /// Number of transactions.
+    pub count: u64,
+    /// Total virtual size.
+    pub vsize: u64,
+    /// Total fees, in satoshis.
+    pub total_fee_sat: u64,
+    /// Fee histogram, highest rate first: each entry is the lowest rate of a bin, in sat/vB,
+    /// and the virtual size of the transactions at or above it and below the previous
+    /// entry's rate.
+    pub histogram: Vec<(Decimal, u64)>,
+}
+
+/// The backend's fee estimates: confirmation target in blocks to rate in sat/vB.
+pub type FeeEstimates = BTreeMap<u16, Decimal>;
+
+/// What can go wrong while asking a backend.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum ChainError {
+    /// The backend could not be reached, timed out, or answered with an error status.
+    #[error("backend {backend} is unavailable: {reason}")]
+    Unavailable {
+        /// Which backend.
+        backend: String,
+        /// What failed.
+        reason: String,
+    },
+    /// The backend answered, but with data that is malformed or does not add up.
+    #[error("backend {backend} returned inconsistent data: {detail}")]
+    Inconsistent {
+        /// Which backend.
+        backend: String,
+        /// What does not add up.
+        detail: String,
+    },
+}
+
+/// A source of chain and mempool facts.
+///
+/// Implementations only fetch and check; they never interpret. `Ok(None)` means the backend
+/// does not know the transaction, which is different from the backend failing.
+#[async_trait]
+pub trait ChainSource: Send + Sync {
+    /// A short name for messages and metrics, such as `esplora https://host/api`.
+    fn name(&self) -> &str;
+
+    /// Fetches a transaction with the outputs it spends and its status.
+    async fn transaction(&self, txid: Txid) -> Result<Option<Arc<ChainTx>>, ChainError>;
+
+    /// Fetches who spends each output of a transaction, in output order; `None` when the
+    /// backend does not know the transaction.
+    async fn outspends(&self, txid: Txid) -> Result<Option<Arc<Vec<OutputSpend>>>, ChainError>;
+
+    /// Fetches the mempool's size and fee histogram.
+    async fn mempool(&self) -> Result<Arc<MempoolSnapshot>, ChainError>;
+
+    /// Fetches fee estimates.
+    async fn fee_estimates(&self) -> Result<Arc<FeeEstimates>, ChainError>;
+
+    /// Fetches the height of the best block.
+    async fn tip_height(&self) -> Result<u32, ChainError>;
+}

@@ -1,0 +1,235 @@
+//! Typed configuration: defaults, then a TOML file, then `TXDOCTOR_*` environment
+//! variables and command-line flags (clap reads both), each overriding the one before.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::chain::cache::CacheOptions;
+use crate::chain::esplora::EsploraOptions;
+use crate::feerate::SatPerKvb;
+use crate::policy::{PolicyVersion, RelayPolicy};
+
+/// The Bitcoin network txdoctor reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Network {
+    /// Bitcoin mainnet.
+    #[default]
+    Mainnet,
+    /// Testnet version 4.
+    Testnet4,
+    /// The default signet.
+    Signet,
+    /// A local regression-test chain.
+    Regtest,
+}
+
+impl Network {
+    /// The public Esplora API used when none is configured.
+    pub fn default_esplora_url(self) -> &'static str {
+        match self {
+            Network::Mainnet => "https://mempool.space/api",
+            Network::Testnet4 => "https://mempool.space/testnet4/api",
+            Network::Signet => "https://mempool.space/signet/api",
+            Network::Regtest => "http://127.0.0.1:3002",
+        }
+    }
+
+    /// The rust-bitcoin network.
+    pub fn bitcoin(self) -> crate::bitcoin::Network {
+        match self {
+            Network::Mainnet => crate::bitcoin::Network::Bitcoin,
+            Network::Testnet4 => crate::bitcoin::Network::Testnet4,
+            Network::Signet => crate::bitcoin::Network::Signet,
+            Network::Regtest => crate::bitcoin::Network::Regtest,
+        }
+    }
+}
+
+/// Everything configurable, with its defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Network of the backend.
+    pub network: Network,
+    /// Esplora base URL; the network's public API when unset.
+    pub esplora_url: Option<String>,
+    /// Address `serve` listens on.
+    pub listen: SocketAddr,
+    /// Time limit of one backend request, in seconds.
+    pub timeout_secs: u64,
+    /// Retries of a backend request after a 429, a 5xx or a failed connection.
+    pub max_retries: u32,
+    /// Backend requests in flight at once.
+    pub max_in_flight: usize,
+    /// Lifetime of cached mempool facts, in seconds.
+    pub mempool_cache_secs: u64,
+    /// Lifetime of cached confirmed transactions, in seconds.
+    pub confirmed_cache_secs: u64,
+    /// Directory where diagnosed raw transactions are remembered; none keeps them in memory.
+    pub history_dir: Option<PathBuf>,
+    /// Relay policy used to price replacements and children.
+    pub policy: PolicyConfig,
+}
+
+/// Relay policy overrides, in sat/kvB as Bitcoin Core's options take them.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// `-minrelaytxfee`, sat/kvB.
+    pub min_relay_fee_sat_per_kvb: u64,
+    /// `-incrementalrelayfee`, sat/kvB.
+    pub incremental_relay_fee_sat_per_kvb: u64,
+    /// `-dustrelayfee`, sat/kvB.
+    pub dust_relay_fee_sat_per_kvb: u64,
+    /// Which replacement rules to satisfy.
+    pub version: PolicyVersion,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        let policy = RelayPolicy::default();
+        Self {
+            min_relay_fee_sat_per_kvb: policy.min_relay_fee.0,
+            incremental_relay_fee_sat_per_kvb: policy.incremental_relay_fee.0,
+            dust_relay_fee_sat_per_kvb: policy.dust_relay_fee.0,
+            version: PolicyVersion::Both,
+        }
+    }
+}
+
+impl PolicyConfig {
+    /// The relay policy these values describe.
+    pub fn relay_policy(&self) -> RelayPolicy {
+        RelayPolicy {
+            min_relay_fee: SatPerKvb(self.min_relay_fee_sat_per_kvb),
+            incremental_relay_fee: SatPerKvb(self.incremental_relay_fee_sat_per_kvb),
+            dust_relay_fee: SatPerKvb(self.dust_relay_fee_sat_per_kvb),
+            mempool_min_fee: SatPerKvb(self.min_relay_fee_sat_per_kvb),
+            ..RelayPolicy::default()
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            network: Network::Mainnet,
+            esplora_url: None,
+            listen: SocketAddr::from(([127, 0, 0, 1], 3000)),
+            timeout_secs: 10,
+            max_retries: 2,
+            max_in_flight: 8,
+            mempool_cache_secs: 10,
+            confirmed_cache_secs: 3600,
+            history_dir: None,
+            policy: PolicyConfig::default(),
+        }
+    }
+}
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("failed to read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this configuration.
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parse error.
+        source: toml::de::Error,
+    },
+}
+
+impl Config {
+    /// Loads `path`, or the defaults when there is none.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`ConfigError`] when the file cannot be read or parsed.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let Some(path) = path else {
+            return Ok(Self::default());
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// The Esplora URL in effect.
+    pub fn effective_esplora_url(&self) -> String {
+        self.esplora_url
+            .clone()
+            .unwrap_or_else(|| self.network.default_esplora_url().to_owned())
+    }
+
+    /// Options for the Esplora client.
+    pub fn esplora_options(&self) -> EsploraOptions {
+        EsploraOptions {
+            timeout: Duration::from_secs(self.timeout_secs.max(1)),
+            max_retries: self.max_retries,
+            max_in_flight: self.max_in_flight.max(1),
+            ..EsploraOptions::new(self.effective_esplora_url())
+        }
+    }
+
+    /// Options for the cache.
+    pub fn cache_options(&self) -> CacheOptions {
+        CacheOptions {
+            mempool_ttl: Duration::from_secs(self.mempool_cache_secs),
+            confirmed_ttl: Duration::from_secs(self.confirmed_cache_secs),
+            ..CacheOptions::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_overrides_defaults() {
+        let config: Config = toml::from_str(
+            "network = \"regtest\"\nesplora_url = \"http://127.0.0.1:3002\"\n[policy]\nversion = \"v31\"\n",
+        )
+        .expect("valid config");
+        assert_eq!(config.network, Network::Regtest);
+        assert_eq!(config.policy.version, PolicyVersion::V31);
+        assert_eq!(config.policy.incremental_relay_fee_sat_per_kvb, 100);
+        assert_eq!(config.timeout_secs, 10);
+    }
+
+    #[test]
+    fn unknown_key_is_rejected() {
+        let parsed: Result<Config, _> = toml::from_str("esplora = \"x\"\n");
+        assert!(parsed.is_err());
+    }
+
+    #[test]
+    fn network_picks_default_url() {
+        let config = Config {
+            network: Network::Signet,
+            ..Config::default()
+        };
+        assert_eq!(
+            config.effective_esplora_url(),
+            "https://mempool.space/signet/api"
+        );
+    }
+}

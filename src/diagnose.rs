@@ -1,0 +1,267 @@
+//! The diagnose use case: fetch the facts about one transaction, then analyse them.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use futures::future::join_all;
+
+use crate::analysis::{self, AnalysisOptions, Conflict, Diagnosis, MempoolFacts, MissingFacts};
+use crate::bitcoin::{OutPoint, Transaction, Txid};
+use crate::chain::{ChainError, ChainSource, ChainTx, OutputSpend, TxStatus};
+use crate::history::History;
+use crate::policy::CLUSTER_COUNT_LIMIT;
+
+/// Why a diagnosis could not be made.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum DiagnoseError {
+    /// The raw transaction given is not the one named by the txid.
+    #[error("the raw transaction has txid {actual}, not the requested {requested}")]
+    RawTxMismatch {
+        /// The txid requested.
+        requested: Txid,
+        /// The txid of the raw transaction given.
+        actual: Txid,
+    },
+    /// The backend failed or returned inconsistent data.
+    #[error(transparent)]
+    Chain(#[from] ChainError),
+}
+
+/// Diagnoses transactions against one chain source.
+pub struct Doctor {
+    source: Arc<dyn ChainSource>,
+    history: Arc<History>,
+    options: AnalysisOptions,
+    max_cluster: usize,
+}
+
+impl Doctor {
+    /// Creates a doctor reading from `source`.
+    pub fn new(
+        source: Arc<dyn ChainSource>,
+        history: Arc<History>,
+        options: AnalysisOptions,
+    ) -> Self {
+        // Beyond Core's cluster limit a walk has found something Core would not hold.
+        Self {
+            source,
+            history,
+            options,
+            max_cluster: CLUSTER_COUNT_LIMIT,
+        }
+    }
+
+    /// The chain source.
+    pub fn source(&self) -> &Arc<dyn ChainSource> {
+        &self.source
+    }
+
+    /// Diagnoses `txid`; `raw`, when given, lets a replaced or dropped transaction be
+    /// traced through its inputs.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`DiagnoseError::RawTxMismatch`] when `raw` is another transaction, and
+    /// [`DiagnoseError::Chain`] when the backend fails on the transaction itself.
+    pub async fn diagnose(
+        &self,
+        txid: Txid,
+        raw: Option<Transaction>,
+    ) -> Result<Diagnosis, DiagnoseError> {
+        if let Some(raw) = &raw {
+            let actual = raw.compute_txid();
+            if actual != txid {
+                return Err(DiagnoseError::RawTxMismatch {
+                    requested: txid,
+                    actual,
+                });
+            }
+        }
+        let backend = self.source.name().to_owned();
+        let Some(tx) = self.source.transaction(txid).await? else {
+            let raw = match raw {
+                Some(raw) => Some(raw),
+                None => self.history.recall(txid).await,
+            };
+            let facts = self.missing_facts(txid, raw).await?;
+            return Ok(analysis::diagnose_missing(&facts, &backend));
+        };
+        self.history.remember(&tx.tx).await;
+        if tx.status.is_confirmed() {
+            let tip = self.source.tip_height().await.ok();
+            let diagnosis = analysis::diagnose_confirmed(&tx, tip, &backend, &self.options);
+            return diagnosis.ok_or_else(|| inconsistent(&backend, txid));
+        }
+        let facts = self.mempool_facts(tx).await;
+        analysis::diagnose_unconfirmed(&facts, &backend, &self.options)
+            .ok_or_else(|| inconsistent(&backend, txid))
+    }
+
+    async fn missing_facts(
+        &self,
+        txid: Txid,
+        raw: Option<Transaction>,
+    ) -> Result<MissingFacts, DiagnoseError> {
+        let mut facts = MissingFacts {
+            txid,
+            raw: raw.clone(),
+            conflicts: Vec::new(),
+            missing_parents: Vec::new(),
+            gaps: Vec::new(),
+        };
+        let Some(raw) = raw else {
+            return Ok(facts);
+        };
+        let outpoints: Vec<OutPoint> = raw
+            .input
+            .iter()
+            .map(|input| input.previous_output)
+            .collect();
+        let lookups = outpoints
+            .iter()
+            .map(|outpoint| self.source.outspends(outpoint.txid));
+        for (outpoint, spends) in outpoints.iter().zip(join_all(lookups).await) {
+            match spends? {
+                None => facts.missing_parents.push(*outpoint),
+                Some(spends) => match spends.get(outpoint.vout as usize) {
+                    Some(OutputSpend::Spent {
+                        txid: spender,
+                        confirmed,
+                        ..
+                    }) if *spender != txid => {
+                        facts.conflicts.push(Conflict {
+                            outpoint: *outpoint,
+                            spender: *spender,
+                            spender_confirmed: *confirmed,
+                        });
+                    }
+                    Some(_) => {}
+                    None => facts.missing_parents.push(*outpoint),
+                },
+            }
+        }
+        Ok(facts)
+    }
+
+    /// Walks the unconfirmed cluster around `focus`, one generation at a time, fetching
+    /// each generation's transactions concurrently.
+    async fn mempool_facts(&self, focus: Arc<ChainTx>) -> MempoolFacts {
+        let focus_txid = focus.txid;
+        let mut cluster: HashMap<Txid, Arc<ChainTx>> = HashMap::from([(focus_txid, focus)]);
+        let mut confirmed: HashSet<Txid> = HashSet::new();
+        let mut frontier = vec![focus_txid];
+        let mut gaps = Vec::new();
+        let mut complete = true;
+        let (mempool, estimates) = tokio::join!(self.source.mempool(), self.source.fee_estimates());
+        while !frontier.is_empty() {
+            let candidates = self
+                .relatives_of(&frontier, &cluster, &confirmed, &mut gaps, &mut complete)
+                .await;
+            let fetched =
+                join_all(candidates.iter().map(|txid| self.source.transaction(*txid))).await;
+            frontier.clear();
+            for (txid, result) in candidates.into_iter().zip(fetched) {
+                match result {
+                    Ok(Some(tx)) if tx.status == TxStatus::Unconfirmed => {
+                        if cluster.len() >= self.max_cluster {
+                            complete = false;
+                            continue;
+                        }
+                        cluster.insert(txid, tx);
+                        frontier.push(txid);
+                    }
+                    Ok(Some(_)) => {
+                        confirmed.insert(txid);
+                    }
+                    Ok(None) => {
+                        complete = false;
+                        gaps.push(format!("related transaction {txid} was not found"));
+                    }
+                    Err(error) => {
+                        complete = false;
+                        gaps.push(format!(
+                            "related transaction {txid} could not be fetched: {error}"
+                        ));
+                    }
+                }
+            }
+        }
+        let mut gaps_out = gaps;
+        let mempool = mempool
+            .map_err(|error| gaps_out.push(format!("mempool histogram: {error}")))
+            .ok();
+        let estimates = estimates
+            .map_err(|error| gaps_out.push(format!("fee estimates: {error}")))
+            .ok();
+        MempoolFacts {
+            focus: focus_txid,
+            cluster: cluster.into_values().collect(),
+            cluster_complete: complete,
+            mempool,
+            estimates,
+            gaps: gaps_out,
+        }
+    }
+
+    /// Returns the txids that `frontier` spends from or is spent by, not yet classified.
+    async fn relatives_of(
+        &self,
+        frontier: &[Txid],
+        cluster: &HashMap<Txid, Arc<ChainTx>>,
+        confirmed: &HashSet<Txid>,
+        gaps: &mut Vec<String>,
+        complete: &mut bool,
+    ) -> Vec<Txid> {
+        let mut candidates: Vec<Txid> = Vec::new();
+        let consider = |txid: Txid, candidates: &mut Vec<Txid>| {
+            if !cluster.contains_key(&txid)
+                && !confirmed.contains(&txid)
+                && !candidates.contains(&txid)
+            {
+                candidates.push(txid);
+            }
+        };
+        for txid in frontier {
+            for input in &cluster[txid].tx.input {
+                if !input.previous_output.is_null() {
+                    consider(input.previous_output.txid, &mut candidates);
+                }
+            }
+        }
+        let spends = join_all(frontier.iter().map(|txid| self.source.outspends(*txid))).await;
+        for (txid, result) in frontier.iter().zip(spends) {
+            match result {
+                Ok(Some(spends)) => {
+                    for spend in spends.iter() {
+                        if let OutputSpend::Spent {
+                            txid: child,
+                            confirmed: false,
+                            ..
+                        } = spend
+                        {
+                            consider(*child, &mut candidates);
+                        }
+                    }
+                }
+                Ok(None) => {
+                    *complete = false;
+                    gaps.push(format!("the spenders of {txid}'s outputs are unknown"));
+                }
+                Err(error) => {
+                    *complete = false;
+                    gaps.push(format!(
+                        "the spenders of {txid}'s outputs could not be fetched: {error}"
+                    ));
+                }
+            }
+        }
+        candidates
+    }
+}
+
+fn inconsistent(backend: &str, txid: Txid) -> DiagnoseError {
+    DiagnoseError::Chain(ChainError::Inconsistent {
+        backend: backend.to_owned(),
+        detail: format!("transaction {txid} changed state while it was being diagnosed"),
+    })
+}
