@@ -193,9 +193,12 @@ impl Doctor {
         let estimates = estimates
             .map_err(|error| gaps_out.push(format!("fee estimates: {error}")))
             .ok();
+        // A fixed order keeps the report the same from one run to the next.
+        let mut cluster: Vec<Arc<ChainTx>> = cluster.into_values().collect();
+        cluster.sort_by_key(|tx| tx.txid);
         MempoolFacts {
             focus: focus_txid,
-            cluster: cluster.into_values().collect(),
+            cluster,
             cluster_complete: complete,
             mempool,
             estimates,

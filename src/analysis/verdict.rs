@@ -167,7 +167,9 @@ pub fn targets(
         let candidates = [from_histogram(blocks), estimate(target), Some(floor)];
         let best = candidates.into_iter().flatten().max().unwrap_or(floor);
         // Round up to 0.1 sat/vB so that a target is never undershot by display rounding.
-        (best * Decimal::TEN).ceil() / Decimal::TEN
+        let mut tenths = (best * Decimal::TEN).ceil() / Decimal::TEN;
+        tenths.rescale(1);
+        tenths
     };
     Some(super::FeeTargets {
         next_block_sat_per_vb: pick(1, 1),

@@ -360,7 +360,7 @@ impl ChainSource for EsploraSource {
             let rate = Decimal::from_f64(rate)
                 .filter(|rate| !rate.is_sign_negative())
                 .ok_or_else(|| self.inconsistent(format!("GET /mempool has fee rate {rate}")))?;
-            histogram.push((rate.round_dp(3), vsize as u64));
+            histogram.push((rate.round_dp(6), vsize as u64));
         }
         Ok(Arc::new(MempoolSnapshot {
             count: stats.count as u64,
@@ -382,7 +382,7 @@ impl ChainSource for EsploraSource {
                     self.inconsistent(format!("GET /fee-estimates has entry {target}: {rate}"))
                 );
             };
-            estimates.insert(target, rate.round_dp(3));
+            estimates.insert(target, rate.round_dp(6));
         }
         Ok(Arc::new(estimates))
     }
