@@ -176,7 +176,7 @@ async fn diagnose(
         .transpose()?;
     let started = Instant::now();
     let diagnosis = state.doctor.diagnose(txid, raw).await?;
-    tracing::debug!(%txid, cause = ?diagnosis.cause(), elapsed_ms = started.elapsed().as_millis() as u64, "diagnosed");
+    tracing::debug!(%txid, cause = ?diagnosis.cause(), elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX), "diagnosed");
     if !diagnosis.status.is_found() {
         let message = format!(
             "transaction {txid} not found: {}",

@@ -309,7 +309,10 @@ pub fn report(diagnosis: &Diagnosis) -> String {
             "Fee",
             format!(
                 "{} sat ({} BTC), {} vB, {:.2} sat/vB",
-                tx.fee_sat, tx.fee_btc, tx.size.sigop_adjusted_vsize, tx.fee_rate_sat_per_vb
+                tx.fee_sat,
+                tx.fee_btc,
+                tx.size.sigop_adjusted_vsize,
+                tx.fee_rate_sat_per_vb.round_dp(2)
             ),
         );
     }
@@ -318,7 +321,7 @@ pub fn report(diagnosis: &Diagnosis) -> String {
             "Effective",
             format!(
                 "{:.2} sat/vB: chunk of {} transaction(s), {} sat over {} vB",
-                package.effective_fee_rate_sat_per_vb,
+                package.effective_fee_rate_sat_per_vb.round_dp(2),
                 package.chunk.txids.len(),
                 package.chunk.fee_sat,
                 package.chunk.vsize
@@ -329,7 +332,13 @@ pub fn report(diagnosis: &Diagnosis) -> String {
                 return "none".to_owned();
             }
             list.iter()
-                .map(|tx| format!("{} ({:.2} sat/vB)", tx.txid, tx.fee_rate_sat_per_vb))
+                .map(|tx| {
+                    format!(
+                        "{} ({:.2} sat/vB)",
+                        tx.txid,
+                        tx.fee_rate_sat_per_vb.round_dp(2)
+                    )
+                })
                 .collect::<Vec<_>>()
                 .join(", ")
         };

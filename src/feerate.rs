@@ -35,14 +35,6 @@ impl FeeFrac {
         }
     }
 
-    /// Adds another fraction's fee and size to this one.
-    pub fn add(self, other: FeeFrac) -> FeeFrac {
-        FeeFrac {
-            fee_sat: self.fee_sat + other.fee_sat,
-            weight: self.weight + other.weight,
-        }
-    }
-
     /// Compares fee rates exactly; an empty fraction sorts below every non-empty one.
     pub fn cmp_rate(&self, other: &FeeFrac) -> Ordering {
         let left = u128::from(self.fee_sat) * u128::from(other.weight);
@@ -58,6 +50,18 @@ impl FeeFrac {
         let rate = Decimal::from(self.fee_sat) * Decimal::from(WITNESS_SCALE_FACTOR)
             / Decimal::from(self.weight);
         rate.round_dp_with_strategy(scale, RoundingStrategy::MidpointNearestEven)
+    }
+}
+
+impl std::ops::Add for FeeFrac {
+    type Output = FeeFrac;
+
+    /// Sums fees and sizes: the fraction of two transactions mined together.
+    fn add(self, other: FeeFrac) -> FeeFrac {
+        FeeFrac {
+            fee_sat: self.fee_sat + other.fee_sat,
+            weight: self.weight + other.weight,
+        }
     }
 }
 

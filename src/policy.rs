@@ -452,6 +452,41 @@ fn fee_at(points: &[(u64, u64)], x: u64) -> Ratio {
     }
 }
 
+/// Estimates the fee of [`fee_to_reach`]: the target on the new transaction and on every
+/// ancestor whose chunk is below the target, minus what those ancestors already pay.
+fn guess_joining_fee(
+    cluster: &[ClusterTx],
+    parents: &[usize],
+    vsize: u64,
+    target: SatPerKvb,
+) -> u64 {
+    let chunks = chunk_cluster(cluster);
+    let mut ancestors: Vec<usize> = Vec::new();
+    let mut frontier: Vec<usize> = parents.to_vec();
+    while let Some(next) = frontier.pop() {
+        if !ancestors.contains(&next) {
+            ancestors.push(next);
+            frontier.extend(cluster[next].parents.iter().copied());
+        }
+    }
+    let below_target = |index: usize| {
+        chunk_of(&chunks, index).is_some_and(|chunk| {
+            let frac = chunks[chunk].frac;
+            u128::from(frac.fee_sat) * 1000
+                < u128::from(target.0) * u128::from(frac.weight / WITNESS_SCALE_FACTOR)
+        })
+    };
+    let paid: Vec<usize> = ancestors.into_iter().filter(|&i| below_target(i)).collect();
+    let paid_vsize: u64 = paid
+        .iter()
+        .map(|&i| cluster[i].frac.weight / WITNESS_SCALE_FACTOR)
+        .sum();
+    let paid_fee: u64 = paid.iter().map(|&i| cluster[i].frac.fee_sat).sum();
+    target
+        .fee_for_vsize(vsize + paid_vsize)
+        .saturating_sub(paid_fee)
+}
+
 /// A transaction joining a cluster, priced to reach a target rate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct JoiningTx {
@@ -513,6 +548,15 @@ pub fn fee_to_reach(
     let first = attempt(low);
     if first.0 {
         return first.1;
+    }
+    // Usually the answer pays for exactly the ancestors whose chunks are below the target;
+    // two attempts confirm it, and the search below covers the cases where it is not.
+    let guess = guess_joining_fee(cluster, parents, vsize, target);
+    if guess > low {
+        let at_guess = attempt(guess);
+        if at_guess.0 && !attempt(guess - 1).0 {
+            return at_guess.1;
+        }
     }
     let mut high = low.max(1);
     loop {

@@ -1,4 +1,5 @@
 //! Every recorded regtest scenario, replayed from an in-process Esplora server, diagnosed
+#![allow(clippy::cast_possible_truncation)] // Recorded numbers are small; a wrong cast fails the check.
 //! through the library, the CLI binary and the HTTP API, and checked against Bitcoin Core's
 //! own numbers recorded with it.
 

@@ -56,7 +56,7 @@ pub fn chunk_of(chunks: &[Chunk], index: usize) -> Option<usize> {
 fn sum_fracs(cluster: &[ClusterTx], members: &[usize]) -> FeeFrac {
     members
         .iter()
-        .fold(FeeFrac::default(), |total, &i| total.add(cluster[i].frac))
+        .fold(FeeFrac::default(), |total, &i| total + cluster[i].frac)
 }
 
 /// Finds the highest-rate subset of `remaining` that contains the in-set parents of each
@@ -182,8 +182,8 @@ impl FlowNetwork {
         previous[source] = source;
         let mut queue = VecDeque::from([source]);
         while let Some(node) = queue.pop_front() {
-            for next in 0..nodes {
-                if previous[next] == usize::MAX && self.capacity[node][next] > 0 {
+            for (next, &capacity) in self.capacity[node].iter().enumerate() {
+                if previous[next] == usize::MAX && capacity > 0 {
                     previous[next] = node;
                     if next == sink {
                         return Some(previous);
@@ -201,8 +201,8 @@ impl FlowNetwork {
         seen[source] = true;
         let mut queue = VecDeque::from([source]);
         while let Some(node) = queue.pop_front() {
-            for next in 0..nodes {
-                if !seen[next] && self.capacity[node][next] > 0 {
+            for (next, &capacity) in self.capacity[node].iter().enumerate() {
+                if !seen[next] && capacity > 0 {
                     seen[next] = true;
                     queue.push_back(next);
                 }

@@ -103,8 +103,8 @@ pub fn estimate(
 ) -> ConfirmationEstimate {
     let blocks_min = position.projected_block_min;
     let blocks_max = position.projected_block_max.max(blocks_min);
-    let minutes_min = erlang_quantile(blocks_min, 0.1).floor() as u64;
-    let minutes_max = erlang_quantile(blocks_max, 0.9).ceil() as u64;
+    let minutes_min = whole_minutes(erlang_quantile(blocks_min, 0.1).floor());
+    let minutes_max = whole_minutes(erlang_quantile(blocks_max, 0.9).ceil());
     let blocks = if blocks_min == blocks_max {
         format!(
             "in {blocks_min} block{}",
@@ -135,6 +135,16 @@ pub fn estimate(
                 .to_owned(),
             "the backend's mempool is like the miners'".to_owned(),
         ],
+    }
+}
+
+/// Converts a non-negative whole number of minutes; the quantiles stay far below 2^53.
+#[allow(clippy::cast_possible_truncation)] // Checked against the range just above.
+fn whole_minutes(minutes: f64) -> u64 {
+    if (0.0..9.0e15).contains(&minutes) {
+        minutes as u64
+    } else {
+        u64::MAX
     }
 }
 

@@ -274,7 +274,7 @@ pub fn unconfirmed(
     let own = view.own_rate();
     let chunk = view.focus_chunk().frac;
     let effective = chunk.sat_per_vb(RATE_SCALE);
-    let own_rate = own.sat_per_vb(RATE_SCALE);
+    let (shown_own, shown_effective) = (own.sat_per_vb(2), chunk.sat_per_vb(2));
     let next_block = targets.map(|targets| targets.next_block_sat_per_vb);
     let reaches_next = next_block.is_none_or(|rate| effective >= rate);
     let lifted = chunk.cmp_rate(&own).is_gt();
@@ -287,24 +287,24 @@ pub fn unconfirmed(
         (true, true, _) => (
             Cause::BoostedByChild,
             format!(
-                "Boosted: its own rate is {own_rate:.2} sat/vB, but a child lifts its package to {effective:.2} sat/vB; {when}."
+                "Boosted: its own rate is {shown_own:.2} sat/vB, but a child lifts its package to {shown_effective:.2} sat/vB; {when}."
             ),
         ),
         (true, _, _) => (
             Cause::NextBlock,
-            format!("Paying {effective:.2} sat/vB, enough for the next block; {when}."),
+            format!("Paying {shown_effective:.2} sat/vB, enough for the next block; {when}."),
         ),
         (false, _, true) => (
             Cause::HeldBackByAncestors,
             format!(
-                "Held back: it pays {own_rate:.2} sat/vB, but unconfirmed low-fee ancestors pull its package down to {effective:.2} sat/vB, below the {} sat/vB of the next block; {when}.",
+                "Held back: it pays {shown_own:.2} sat/vB, but unconfirmed low-fee ancestors pull its package down to {shown_effective:.2} sat/vB, below the {} sat/vB of the next block; {when}.",
                 next_block.unwrap_or_default()
             ),
         ),
         (false, _, _) => (
             Cause::FeeRateTooLow,
             format!(
-                "Fee too low: it pays {effective:.2} sat/vB, below the {} sat/vB of the next block; {when}.",
+                "Fee too low: it pays {shown_effective:.2} sat/vB, below the {} sat/vB of the next block; {when}.",
                 next_block.unwrap_or_default()
             ),
         ),
@@ -383,12 +383,19 @@ fn price_options(
             ),
         },
     ];
+    // Options that keep the payment come first, cheapest first; a cancel gives the payment
+    // up and waiting costs time, so they follow.
     priced.sort_by_key(|option| {
         let cost = option
             .next_block
             .as_ref()
             .map_or(u64::MAX, |cost| cost.extra_fee_sat);
-        (!option.possible, option.kind == OptionKind::Wait, cost)
+        let class = match option.kind {
+            OptionKind::Rbf | OptionKind::Cpfp => 0,
+            OptionKind::Cancel => 1,
+            OptionKind::Wait => 2,
+        };
+        (!option.possible, class, cost)
     });
     priced
 }

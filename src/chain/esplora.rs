@@ -230,6 +230,12 @@ impl EsploraSource {
         info: Tx,
         tx: Transaction,
     ) -> Result<ChainTx, ChainError> {
+        // The raw bytes are the evidence: check that they are what was requested before
+        // comparing them with the JSON.
+        let actual = tx.compute_txid();
+        if actual != txid {
+            return Err(self.inconsistent(format!("requested transaction {txid} but got {actual}")));
+        }
         if info.vin.len() != tx.input.len() {
             let detail = format!(
                 "GET /tx/{txid} lists {} inputs, the raw transaction {}",

@@ -1,5 +1,6 @@
 //! Test support: recorded fixtures and an in-process HTTP server that replays them.
 #![allow(dead_code)] // Each test binary uses a different part of this module.
+#![allow(clippy::cast_possible_truncation)] // Recorded statuses and numbers are small.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
