@@ -7,11 +7,15 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use crate::analysis::Diagnosis;
+use crate::bump::check::{self, CheckError, PsbtReport};
+use crate::bump::owner::DescriptorError;
+use crate::bump::plan::Strategy;
+use crate::bump::{BumpConfig, BumpError, BumpPlan, BumpRequest, Bumper, Target};
 use crate::chain::ChainError;
 use crate::diagnose::{DiagnoseError, Doctor};
 use crate::input::{self, InputError};
@@ -19,15 +23,27 @@ use crate::input::{self, InputError};
 /// Shared state of the handlers.
 #[derive(Clone)]
 pub struct AppState {
-    /// The use case behind every route.
+    /// The diagnosis use case.
     pub doctor: Arc<Doctor>,
+    /// The bump use case.
+    pub bumper: Arc<Bumper>,
 }
 
-/// Builds the router: `/health` and `/api/v1/tx/{txid}`.
+impl AppState {
+    /// State over one doctor, with a bumper configured by `bump`.
+    pub fn new(doctor: Arc<Doctor>, bump: BumpConfig) -> Self {
+        let bumper = Arc::new(Bumper::new(doctor.clone(), bump));
+        Self { doctor, bumper }
+    }
+}
+
+/// Builds the router: `/health`, diagnosis, bump plans and PSBT checks under `/api/v1`.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/api/v1/tx/{txid}", get(diagnose_get).post(diagnose_post))
+        .route("/api/v1/tx/{txid}/bump", post(bump))
+        .route("/api/v1/psbt/check", post(psbt_check))
         .fallback(not_found_route)
         .with_state(state)
 }
@@ -188,4 +204,134 @@ async fn diagnose(
         });
     }
     Ok(Json(diagnosis))
+}
+
+impl From<ChainError> for ApiError {
+    fn from(error: ChainError) -> Self {
+        ApiError::from(DiagnoseError::Chain(error))
+    }
+}
+
+impl From<BumpError> for ApiError {
+    fn from(error: BumpError) -> Self {
+        let (status, code) = match &error {
+            BumpError::Descriptor(DescriptorError::PrivateKey { .. }) => {
+                (StatusCode::BAD_REQUEST, "private_key_rejected")
+            }
+            BumpError::Descriptor(DescriptorError::WrongNetwork { .. }) => {
+                (StatusCode::BAD_REQUEST, "wrong_network")
+            }
+            BumpError::Descriptor(_) => (StatusCode::BAD_REQUEST, "invalid_descriptor"),
+            BumpError::NotFound(_) => (StatusCode::NOT_FOUND, "tx_not_found"),
+            BumpError::Confirmed { .. } => (StatusCode::CONFLICT, "tx_confirmed"),
+            BumpError::TargetNotAbove { .. } | BumpError::InvalidTarget(_) => {
+                (StatusCode::BAD_REQUEST, "invalid_target")
+            }
+            BumpError::NothingOwned(_) => (StatusCode::UNPROCESSABLE_ENTITY, "nothing_owned"),
+            BumpError::Chain(chain) => return ApiError::from(chain.clone()),
+        };
+        ApiError::new(status, code, error.to_string())
+    }
+}
+
+/// The body of a bump request.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BumpBody {
+    /// Public descriptors of the owner's wallet.
+    pub descriptors: Vec<String>,
+    /// Change descriptors, paired by position.
+    #[serde(default)]
+    pub change_descriptors: Vec<String>,
+    /// Target fee rate in sat/vB, as a number or a string.
+    #[serde(default)]
+    pub feerate: Option<rust_decimal::Decimal>,
+    /// Target confirmation within this many blocks; 1 when neither target is given.
+    #[serde(default)]
+    pub blocks: Option<u16>,
+    /// Which kinds of bump to build.
+    #[serde(default)]
+    pub strategy: Strategy,
+    /// Whether a payment to someone else may be reduced.
+    #[serde(default)]
+    pub allow_payment_decrease: bool,
+    /// Pay above the fee ceiling anyway.
+    #[serde(default)]
+    pub force: bool,
+}
+
+async fn bump(
+    State(state): State<AppState>,
+    Path(txid): Path<String>,
+    body: Result<Json<BumpBody>, JsonRejection>,
+) -> Result<Json<BumpPlan>, ApiError> {
+    let txid = input::parse_txid(&txid)?;
+    // The rejection text can quote the body, which holds descriptors: keep it generic.
+    let Json(body) = body.map_err(|rejection| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            format!(
+                "invalid bump request: expected JSON with descriptors and a target ({})",
+                rejection.status()
+            ),
+        )
+    })?;
+    let target = match (body.feerate, body.blocks) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_target",
+                "give feerate or blocks, not both",
+            ));
+        }
+        (Some(rate), None) => Target::FeeRate(rate),
+        (None, blocks) => Target::Blocks(blocks.unwrap_or(1)),
+    };
+    let request = BumpRequest {
+        txid,
+        descriptors: body.descriptors,
+        change_descriptors: body.change_descriptors,
+        target,
+        strategy: body.strategy,
+        allow_payment_decrease: body.allow_payment_decrease,
+        force: body.force,
+    };
+    Ok(Json(state.bumper.plan(&request).await?))
+}
+
+/// The body of a PSBT check.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PsbtBody {
+    /// The PSBT in base64.
+    pub psbt: String,
+}
+
+async fn psbt_check(
+    State(state): State<AppState>,
+    body: Result<Json<PsbtBody>, JsonRejection>,
+) -> Result<Json<PsbtReport>, ApiError> {
+    let Json(body) = body.map_err(|rejection| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            format!(
+                "invalid PSBT check request: expected JSON {{\"psbt\": base64}} ({})",
+                rejection.status()
+            ),
+        )
+    })?;
+    let psbt = check::parse_psbt(&body.psbt).map_err(|error| {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_psbt", error.to_string())
+    })?;
+    let report = check::check(&state.doctor, &psbt)
+        .await
+        .map_err(|error| match error {
+            CheckError::InvalidPsbt(reason) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_psbt", reason)
+            }
+            CheckError::Chain(chain) => ApiError::from(chain),
+        })?;
+    Ok(Json(report))
 }

@@ -11,6 +11,8 @@ use clap::{Parser, Subcommand};
 use crate::analysis::verdict::OptionKind;
 use crate::analysis::{Diagnosis, Status};
 use crate::api;
+use crate::bump::plan::Strategy;
+use crate::bump::{BumpPlan, BumpRequest, Bumper, Target, check};
 use crate::chain::ChainSource;
 use crate::chain::cache::CachedSource;
 use crate::chain::esplora::EsploraSource;
@@ -72,11 +74,62 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Plan fee bumps (RBF, CPFP, cancel) and write a PSBT for a hardware signer.
+    Bump {
+        /// The stuck transaction.
+        txid: String,
+        /// Public descriptor of the owner's wallet; repeat for several script types.
+        #[arg(long = "descriptor", required = true)]
+        descriptors: Vec<String>,
+        /// Change descriptor, paired with the --descriptor at the same position.
+        #[arg(long = "change-descriptor")]
+        change_descriptors: Vec<String>,
+        /// Target fee rate in sat/vB.
+        #[arg(long, conflicts_with = "blocks")]
+        feerate: Option<rust_decimal::Decimal>,
+        /// Target confirmation within this many blocks (default 1).
+        #[arg(long)]
+        blocks: Option<u16>,
+        /// Which kinds of bump to build.
+        #[arg(long, value_enum, default_value_t = Strategy::Auto)]
+        strategy: Strategy,
+        /// Allow reducing a payment to someone else, for example a send-max with no change.
+        #[arg(long)]
+        allow_payment_decrease: bool,
+        /// Pay a fee above the configured ceiling.
+        #[arg(long)]
+        force: bool,
+        /// Write the recommended PSBT (base64) to this file.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Print the plan as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Work with PSBTs.
+    Psbt {
+        /// What to do.
+        #[command(subcommand)]
+        command: PsbtCommand,
+    },
     /// Serve the JSON API.
     Serve {
         /// Address to listen on.
         #[arg(long, env = "TXDOCTOR_LISTEN")]
         listen: Option<SocketAddr>,
+    },
+}
+
+/// PSBT subcommands.
+#[derive(Debug, Subcommand)]
+pub enum PsbtCommand {
+    /// Check that a PSBT is ready for a hardware signer and meets the policy minimums.
+    Check {
+        /// File holding the PSBT in base64, or "-" for standard input.
+        file: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -163,8 +216,218 @@ pub async fn run(cli: Cli) -> ExitCode {
             tx_hex,
             json,
         } => ExitCode::from(diagnose_command(&doctor, txids, tx_hex, json).await),
+        Command::Bump {
+            txid,
+            descriptors,
+            change_descriptors,
+            feerate,
+            blocks,
+            strategy,
+            allow_payment_decrease,
+            force,
+            out,
+            json,
+        } => {
+            let target = match (feerate, blocks) {
+                (Some(rate), _) => Target::FeeRate(rate),
+                (None, blocks) => Target::Blocks(blocks.unwrap_or(1)),
+            };
+            let txid = match input::parse_txid(&txid) {
+                Ok(txid) => txid,
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    return ExitCode::from(EXIT_BAD_INPUT);
+                }
+            };
+            let request = BumpRequest {
+                txid,
+                descriptors,
+                change_descriptors,
+                target,
+                strategy,
+                allow_payment_decrease,
+                force,
+            };
+            let bumper = Bumper::new(doctor, config.bump_config());
+            ExitCode::from(bump_command(&bumper, &request, out, json).await)
+        }
+        Command::Psbt {
+            command: PsbtCommand::Check { file, json },
+        } => ExitCode::from(psbt_check_command(&doctor, &file, json).await),
         Command::Serve { .. } => serve(doctor, &config).await,
     }
+}
+
+async fn bump_command(
+    bumper: &Bumper,
+    request: &BumpRequest,
+    out: Option<PathBuf>,
+    json: bool,
+) -> u8 {
+    if request.descriptors.len() + request.change_descriptors.len() > 0 {
+        eprintln!(
+            "planning bumps for {}: fetching the transaction and its relatives",
+            request.txid
+        );
+    }
+    let plan = match bumper.plan(request).await {
+        Ok(plan) => plan,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return if error.is_bad_input() {
+                EXIT_BAD_INPUT
+            } else {
+                EXIT_BACKEND
+            };
+        }
+    };
+    if let Some(path) = out {
+        match plan
+            .recommended_option()
+            .and_then(|option| option.psbt.as_ref())
+        {
+            Some(psbt) => {
+                if let Err(error) = std::fs::write(&path, format!("{psbt}\n")) {
+                    eprintln!("error: failed to write {}: {error}", path.display());
+                    return EXIT_BAD_INPUT;
+                }
+                eprintln!("wrote the recommended PSBT to {}", path.display());
+            }
+            None => eprintln!("no bump is possible, so no PSBT was written"),
+        }
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&plan).unwrap_or_default()
+        );
+    } else {
+        print!("{}", bump_report(&plan));
+    }
+    EXIT_DIAGNOSED
+}
+
+/// Renders a bump plan as a readable report.
+pub fn bump_report(plan: &BumpPlan) -> String {
+    let mut out = format!(
+        "  Transaction  {}\n  Current      {:.2} sat/vB effective\n  Target       {} sat/vB\n\n",
+        plan.txid,
+        plan.current_effective_fee_rate_sat_per_vb.round_dp(2),
+        plan.target_sat_per_vb
+    );
+    for option in &plan.options {
+        let mark = if Some(option.kind) == plan.recommended {
+            "*"
+        } else {
+            " "
+        };
+        let name = format!("{:?}", option.kind);
+        if !option.possible {
+            out.push_str(&format!(
+                " {mark} {name:<17}not possible: {}\n",
+                option.reason.clone().unwrap_or_default()
+            ));
+            continue;
+        }
+        out.push_str(&format!(
+            " {mark} {name:<17}fee {} sat (+{} sat), {} vB, {:.2} sat/vB effective; {}\n",
+            option.fee_sat.unwrap_or_default(),
+            option.added_fee_sat.unwrap_or_default(),
+            option.vsize.unwrap_or_default(),
+            option
+                .effective_fee_rate_sat_per_vb
+                .unwrap_or_default()
+                .round_dp(2),
+            option.minimum_fee_sat.map_or_else(
+                || "no replacement rule applies".to_owned(),
+                |fee| format!("nodes accept from {fee} sat")
+            ),
+        ));
+        for output in &option.outputs {
+            let before = output
+                .before_sat
+                .map_or("new".to_owned(), |sat| format!("{sat} sat"));
+            let after = output
+                .after_sat
+                .map_or("removed".to_owned(), |sat| format!("{sat} sat"));
+            let whose = if output.owner { "owner" } else { "other" };
+            out.push_str(&format!(
+                "      {whose:<6}{}  {before} -> {after}\n",
+                output.address
+            ));
+        }
+        if !option.replaces.is_empty() {
+            let replaced: Vec<String> = option.replaces.iter().map(ToString::to_string).collect();
+            out.push_str(&format!("      replaces {}\n", replaced.join(", ")));
+        }
+    }
+    for gap in &plan.data_gaps {
+        out.push_str(&format!("  Data gap     {gap}\n"));
+    }
+    out
+}
+
+async fn psbt_check_command(doctor: &Doctor, file: &std::path::Path, json: bool) -> u8 {
+    let text = if file == std::path::Path::new("-") {
+        std::io::read_to_string(std::io::stdin())
+    } else {
+        std::fs::read_to_string(file)
+    };
+    let text = match text {
+        Ok(text) => text,
+        Err(error) => {
+            eprintln!("error: failed to read {}: {error}", file.display());
+            return EXIT_BAD_INPUT;
+        }
+    };
+    let psbt = match check::parse_psbt(&text) {
+        Ok(psbt) => psbt,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return EXIT_BAD_INPUT;
+        }
+    };
+    let report = match check::check(doctor, &psbt).await {
+        Ok(report) => report,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return EXIT_BACKEND;
+        }
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
+        return EXIT_DIAGNOSED;
+    }
+    let ready = if report.ready_for_signer { "yes" } else { "no" };
+    println!(
+        "  PSBT         {} ({} inputs, {} outputs)",
+        report.txid, report.inputs, report.outputs
+    );
+    println!("  Ready        {ready}");
+    if let (Some(fee), Some(vsize), Some(rate)) =
+        (report.fee_sat, report.vsize, report.fee_rate_sat_per_vb)
+    {
+        println!(
+            "  Fee          {fee} sat, about {vsize} vB, {:.2} sat/vB",
+            rate.round_dp(2)
+        );
+    }
+    for txid in &report.replaces {
+        println!("  Replaces     {txid}");
+    }
+    for txid in &report.spends_unconfirmed {
+        println!("  Pays for     {txid} (unconfirmed parent)");
+    }
+    if let Some(minimum) = report.minimum_fee_sat {
+        println!("  Minimum      {minimum} sat");
+    }
+    for problem in &report.problems {
+        println!("  Problem      {problem}");
+    }
+    EXIT_DIAGNOSED
 }
 
 async fn serve(doctor: Arc<Doctor>, config: &Config) -> ExitCode {
@@ -177,7 +440,7 @@ async fn serve(doctor: Arc<Doctor>, config: &Config) -> ExitCode {
         }
     };
     tracing::info!(listen = %config.listen, backend = doctor.source().name(), "serving");
-    let app = api::router(api::AppState { doctor });
+    let app = api::router(api::AppState::new(doctor, config.bump_config()));
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
         tracing::info!("stopping");

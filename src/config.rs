@@ -73,6 +73,10 @@ pub struct Config {
     pub history_dir: Option<PathBuf>,
     /// Relay policy used to price replacements and children.
     pub policy: PolicyConfig,
+    /// Addresses derived ahead on each keychain when looking for the owner's scripts.
+    pub lookahead: u32,
+    /// Largest fee a bump may pay without `--force`, in satoshis.
+    pub max_fee_sat: u64,
 }
 
 /// Relay policy overrides, in sat/kvB as Bitcoin Core's options take them.
@@ -127,6 +131,8 @@ impl Default for Config {
             confirmed_cache_secs: 3600,
             history_dir: None,
             policy: PolicyConfig::default(),
+            lookahead: 250,
+            max_fee_sat: 1_000_000,
         }
     }
 }
@@ -186,6 +192,15 @@ impl Config {
             max_retries: self.max_retries,
             max_in_flight: self.max_in_flight.max(1),
             ..EsploraOptions::new(self.effective_esplora_url())
+        }
+    }
+
+    /// Settings of the bump planner.
+    pub fn bump_config(&self) -> crate::bump::BumpConfig {
+        crate::bump::BumpConfig {
+            network: self.network,
+            lookahead: self.lookahead,
+            max_fee_sat: self.max_fee_sat,
         }
     }
 

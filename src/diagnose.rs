@@ -143,9 +143,15 @@ impl Doctor {
         Ok(facts)
     }
 
+    /// The analysis options in force.
+    pub fn options(&self) -> &AnalysisOptions {
+        &self.options
+    }
+
     /// Walks the unconfirmed cluster around `focus`, one generation at a time, fetching
-    /// each generation's transactions concurrently.
-    async fn mempool_facts(&self, focus: Arc<ChainTx>) -> MempoolFacts {
+    /// each generation's transactions concurrently, with the mempool histogram and fee
+    /// estimates beside it. Failures become data gaps.
+    pub async fn mempool_facts(&self, focus: Arc<ChainTx>) -> MempoolFacts {
         let focus_txid = focus.txid;
         let mut cluster: HashMap<Txid, Arc<ChainTx>> = HashMap::from([(focus_txid, focus)]);
         let mut confirmed: HashSet<Txid> = HashSet::new();

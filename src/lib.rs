@@ -22,6 +22,7 @@
 
 pub mod analysis;
 pub mod api;
+pub mod bump;
 pub mod chain;
 pub mod cli;
 pub mod config;

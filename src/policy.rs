@@ -487,6 +487,24 @@ fn guess_joining_fee(
         .saturating_sub(paid_fee)
 }
 
+/// Returns the chunk a transaction of `vsize` vB paying `fee_sat` lands in when it joins
+/// `cluster` spending from `parents` (sizes in vB × 4, as for [`fee_to_reach`]).
+pub fn joining_chunk(
+    cluster: &[ClusterTx],
+    parents: &[usize],
+    vsize: u64,
+    fee_sat: u64,
+) -> FeeFrac {
+    let mut extended = cluster.to_vec();
+    extended.push(ClusterTx {
+        frac: FeeFrac::from_vsize(fee_sat, vsize),
+        parents: parents.to_vec(),
+    });
+    let joining = extended.len() - 1;
+    let chunks = chunk_cluster(&extended);
+    chunk_of(&chunks, joining).map_or(extended[joining].frac, |index| chunks[index].frac)
+}
+
 /// A transaction joining a cluster, priced to reach a target rate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct JoiningTx {

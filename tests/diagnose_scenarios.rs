@@ -5,6 +5,14 @@
 
 mod support;
 
+fn bump_config() -> txdoctor::bump::BumpConfig {
+    txdoctor::bump::BumpConfig {
+        network: txdoctor::config::Network::Regtest,
+        lookahead: 100,
+        max_fee_sat: 1_000_000,
+    }
+}
+
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -700,9 +708,10 @@ async fn cli_tx_hex_names_the_replacement() {
 }
 
 async fn serve_api(url: &str) -> String {
-    let app = txdoctor::api::router(txdoctor::api::AppState {
-        doctor: Arc::new(doctor_for(url)),
-    });
+    let app = txdoctor::api::router(txdoctor::api::AppState::new(
+        Arc::new(doctor_for(url)),
+        bump_config(),
+    ));
     let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
         .expect("bind");

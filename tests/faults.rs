@@ -3,6 +3,14 @@
 
 mod support;
 
+fn bump_config() -> txdoctor::bump::BumpConfig {
+    txdoctor::bump::BumpConfig {
+        network: txdoctor::config::Network::Regtest,
+        lookahead: 100,
+        max_fee_sat: 1_000_000,
+    }
+}
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,9 +41,10 @@ async fn serve_api(url: &str, timeout: Duration) -> String {
         Arc::new(History::in_memory()),
         AnalysisOptions::default(),
     );
-    let app = txdoctor::api::router(txdoctor::api::AppState {
-        doctor: Arc::new(doctor),
-    });
+    let app = txdoctor::api::router(txdoctor::api::AppState::new(
+        Arc::new(doctor),
+        bump_config(),
+    ));
     let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
         .expect("bind");

@@ -1,0 +1,279 @@
+//! Fee bumps: plans for every way to speed a transaction up, each priced exactly, with a
+//! PSBT a hardware wallet can sign. No private key is ever seen here.
+
+pub mod check;
+pub mod owner;
+pub mod plan;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use futures::future::join_all;
+use rust_decimal::Decimal;
+use serde::Serialize;
+
+use crate::analysis::eta::histogram_rate_for_blocks;
+use crate::analysis::package::{ClusterView, RATE_SCALE};
+use crate::bitcoin::{Transaction, Txid};
+use crate::chain::ChainError;
+use crate::config::Network;
+use crate::diagnose::Doctor;
+use crate::policy::PolicyVersion;
+use owner::{DescriptorError, Owner};
+use plan::{BumpKind, PlanSettings, PlannedBump, Planner, Strategy};
+
+/// The rate to reach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// A fee rate in sat/vB.
+    FeeRate(Decimal),
+    /// Confirmation within this many blocks, from the mempool histogram and estimates.
+    Blocks(u16),
+}
+
+/// A bump request, as the CLI and API take it.
+#[derive(Debug, Clone)]
+pub struct BumpRequest {
+    /// The stuck transaction.
+    pub txid: Txid,
+    /// Public descriptors of the owner's wallet.
+    pub descriptors: Vec<String>,
+    /// Change descriptors, paired with `descriptors` by position.
+    pub change_descriptors: Vec<String>,
+    /// The rate to reach.
+    pub target: Target,
+    /// Which kinds to build.
+    pub strategy: Strategy,
+    /// Whether a payment to someone else may be reduced.
+    pub allow_payment_decrease: bool,
+    /// Pay above the fee ceiling anyway.
+    pub force: bool,
+}
+
+/// Settings from the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct BumpConfig {
+    /// Network of the descriptors and addresses.
+    pub network: Network,
+    /// Addresses derived ahead on each keychain when looking for the owner's scripts.
+    pub lookahead: u32,
+    /// Largest fee a bump may pay without `force`, in satoshis.
+    pub max_fee_sat: u64,
+}
+
+/// The plan: every option, cheapest first, and the recommended one.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BumpPlan {
+    /// The stuck transaction.
+    pub txid: Txid,
+    /// The rate to reach, in sat/vB.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub target_sat_per_vb: Decimal,
+    /// Its current effective (chunk) fee rate, in sat/vB.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub current_effective_fee_rate_sat_per_vb: Decimal,
+    /// Which replacement rules the minimums satisfy.
+    pub policy: PolicyVersion,
+    /// The options, possible ones first, cheapest first.
+    pub options: Vec<PlannedBump>,
+    /// The kind of the cheapest possible option.
+    pub recommended: Option<BumpKind>,
+    /// What the backend could not tell.
+    pub data_gaps: Vec<String>,
+}
+
+impl BumpPlan {
+    /// The recommended option.
+    pub fn recommended_option(&self) -> Option<&PlannedBump> {
+        let kind = self.recommended?;
+        self.options.iter().find(|option| option.kind == kind)
+    }
+}
+
+/// Why no plan could be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BumpError {
+    /// The descriptors cannot be used.
+    #[error(transparent)]
+    Descriptor(#[from] DescriptorError),
+    /// The backend does not know the transaction.
+    #[error(
+        "transaction {0} is not known to the backend: it may have been replaced or dropped; diagnose it for details"
+    )]
+    NotFound(Txid),
+    /// The transaction is confirmed.
+    #[error("transaction {txid} is already confirmed in block {height}; there is nothing to bump")]
+    Confirmed {
+        /// The transaction.
+        txid: Txid,
+        /// Its block height.
+        height: u32,
+    },
+    /// The target does not exceed what the transaction already pays.
+    #[error(
+        "the target of {target} sat/vB is not above the {current} sat/vB the transaction already pays"
+    )]
+    TargetNotAbove {
+        /// The target, sat/vB.
+        target: Decimal,
+        /// The current effective rate, sat/vB.
+        current: Decimal,
+    },
+    /// The target is not a usable rate.
+    #[error("invalid target: {0}")]
+    InvalidTarget(String),
+    /// The descriptors own nothing in the transaction.
+    #[error(
+        "the descriptors own no input or output of transaction {0}; check the wallet, the network and the lookahead"
+    )]
+    NothingOwned(Txid),
+    /// The backend failed.
+    #[error(transparent)]
+    Chain(#[from] ChainError),
+}
+
+impl BumpError {
+    /// Whether the caller's input is at fault, as opposed to the backend.
+    pub fn is_bad_input(&self) -> bool {
+        !matches!(self, BumpError::Chain(_))
+    }
+}
+
+/// Plans bumps with the facts a [`Doctor`] fetches.
+pub struct Bumper {
+    doctor: Arc<Doctor>,
+    config: BumpConfig,
+}
+
+impl Bumper {
+    /// Creates a bumper.
+    pub fn new(doctor: Arc<Doctor>, config: BumpConfig) -> Self {
+        Self { doctor, config }
+    }
+
+    /// Builds the plan for `request`.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`BumpError`] for unusable descriptors or targets, a transaction that is
+    /// confirmed, unknown or not the owner's, and backend failures.
+    pub async fn plan(&self, request: &BumpRequest) -> Result<BumpPlan, BumpError> {
+        let owner = Owner::from_descriptors(
+            &request.descriptors,
+            &request.change_descriptors,
+            self.config.network,
+            self.config.lookahead,
+        )?;
+        let source = self.doctor.source();
+        let tx = source
+            .transaction(request.txid)
+            .await?
+            .ok_or(BumpError::NotFound(request.txid))?;
+        if let crate::chain::TxStatus::Confirmed { block_height, .. } = tx.status {
+            return Err(BumpError::Confirmed {
+                txid: request.txid,
+                height: block_height,
+            });
+        }
+        let owns_something = tx
+            .prevouts
+            .iter()
+            .map(|prevout| &prevout.script_pubkey)
+            .chain(tx.tx.output.iter().map(|output| &output.script_pubkey))
+            .any(|script| owner.owns(script).is_some());
+        if !owns_something {
+            return Err(BumpError::NothingOwned(request.txid));
+        }
+        let facts = self.doctor.mempool_facts(tx.clone()).await;
+        let options = self.doctor.options();
+        let view = ClusterView::new(facts.cluster.clone(), request.txid, &options.policy)
+            .ok_or(BumpError::NotFound(request.txid))?;
+        let target = match request.target {
+            Target::FeeRate(rate) if rate > Decimal::ZERO => rate,
+            Target::FeeRate(rate) => {
+                return Err(BumpError::InvalidTarget(format!(
+                    "{rate} sat/vB is not a positive fee rate"
+                )));
+            }
+            Target::Blocks(0) => {
+                return Err(BumpError::InvalidTarget(
+                    "0 blocks; give 1 or more".to_owned(),
+                ));
+            }
+            Target::Blocks(blocks) => {
+                let mempool = facts.mempool.as_deref();
+                let from_histogram = mempool
+                    .and_then(|mempool| histogram_rate_for_blocks(mempool, u64::from(blocks)));
+                let from_estimates = facts.estimates.as_deref().and_then(|estimates| {
+                    estimates
+                        .range(..=blocks)
+                        .next_back()
+                        .map(|(_, rate)| *rate)
+                });
+                let floor = options
+                    .policy
+                    .mempool_min_fee
+                    .max(options.policy.min_relay_fee)
+                    .sat_per_vb();
+                let best = [from_histogram, from_estimates, Some(floor)]
+                    .into_iter()
+                    .flatten()
+                    .max()
+                    .unwrap_or(floor);
+                (best * Decimal::TEN).ceil() / Decimal::TEN
+            }
+        };
+        let current = view.focus_chunk().frac.sat_per_vb(RATE_SCALE);
+        if target <= current {
+            return Err(BumpError::TargetNotAbove { target, current });
+        }
+        let mut previous: HashMap<Txid, Transaction> = HashMap::from([(tx.txid, tx.tx.clone())]);
+        let parent_txids: Vec<Txid> = tx
+            .tx
+            .input
+            .iter()
+            .map(|input| input.previous_output.txid)
+            .collect();
+        for parent in join_all(parent_txids.iter().map(|txid| source.transaction(*txid)))
+            .await
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            previous.insert(parent.txid, parent.tx.clone());
+        }
+        let settings = PlanSettings {
+            target,
+            strategy: request.strategy,
+            allow_payment_decrease: request.allow_payment_decrease,
+            max_fee_sat: self.config.max_fee_sat,
+            force: request.force,
+            policy: options.policy,
+            policy_version: options.policy_version,
+            network: self.config.network.bitcoin(),
+        };
+        let planner = Planner::new(&view, &owner, &previous, &settings)
+            .ok_or_else(|| BumpError::InvalidTarget(format!("{target} sat/vB")))?;
+        let options_planned = planner.plan();
+        let recommended = options_planned
+            .iter()
+            .find(|option| option.possible)
+            .map(|option| option.kind);
+        let mut data_gaps = facts.gaps.clone();
+        if !facts.cluster_complete {
+            data_gaps.push(
+                "not every unconfirmed relative could be fetched: the minimums may be too low"
+                    .to_owned(),
+            );
+        }
+        Ok(BumpPlan {
+            txid: request.txid,
+            target_sat_per_vb: target,
+            current_effective_fee_rate_sat_per_vb: current,
+            policy: options.policy_version,
+            options: options_planned,
+            recommended,
+            data_gaps,
+        })
+    }
+}
