@@ -63,6 +63,9 @@ fn sum_fracs(cluster: &[ClusterTx], members: &[usize]) -> FeeFrac {
 /// member. On ties it returns the smallest such set, because Bitcoin Core merges a chunk
 /// into the one before it only when its rate is strictly higher.
 fn best_closure(cluster: &[ClusterTx], remaining: &[bool]) -> Vec<usize> {
+    if cluster.len() <= SMALL_CLUSTER {
+        return best_closure_by_enumeration(cluster, remaining);
+    }
     let mut best: Vec<usize> = (0..cluster.len()).filter(|&i| remaining[i]).collect();
     let mut rate = sum_fracs(cluster, &best);
     loop {
@@ -75,6 +78,53 @@ fn best_closure(cluster: &[ClusterTx], remaining: &[bool]) -> Vec<usize> {
         rate = candidate_frac;
     }
     smallest_at_rate(cluster, &best, rate)
+}
+
+/// Clusters up to this size are chunked by trying every subset, which is exact and,
+/// at 2^10 subsets, cheaper than a series of minimum cuts.
+const SMALL_CLUSTER: usize = 10;
+
+/// [`best_closure`] for small clusters: every subset of `remaining` as a bit mask, keeping
+/// the closed one with the highest rate and, among equals, the fewest members.
+fn best_closure_by_enumeration(cluster: &[ClusterTx], remaining: &[bool]) -> Vec<usize> {
+    let count = cluster.len();
+    let remaining_mask: u32 = (0..count)
+        .filter(|&i| remaining[i])
+        .fold(0, |mask, i| mask | 1 << i);
+    let parent_masks: Vec<u32> = cluster
+        .iter()
+        .map(|tx| {
+            tx.parents
+                .iter()
+                .fold(0, |mask, &parent| mask | 1 << parent)
+                & remaining_mask
+        })
+        .collect();
+    let mut best: Option<(u32, FeeFrac)> = None;
+    let mut subset = remaining_mask;
+    // Walks every non-empty subset of the remaining transactions.
+    while subset != 0 {
+        let closed = (0..count).all(|i| subset & (1 << i) == 0 || parent_masks[i] & !subset == 0);
+        if closed {
+            let frac = (0..count)
+                .filter(|&i| subset & (1 << i) != 0)
+                .fold(FeeFrac::default(), |total, i| total + cluster[i].frac);
+            let better = match best {
+                None => true,
+                Some((best_subset, best_frac)) => match frac.cmp_rate(&best_frac) {
+                    std::cmp::Ordering::Greater => true,
+                    std::cmp::Ordering::Equal => subset.count_ones() < best_subset.count_ones(),
+                    std::cmp::Ordering::Less => false,
+                },
+            };
+            if better {
+                best = Some((subset, frac));
+            }
+        }
+        subset = (subset - 1) & remaining_mask;
+    }
+    let chosen = best.map_or(0, |(subset, _)| subset);
+    (0..count).filter(|&i| chosen & (1 << i) != 0).collect()
 }
 
 /// Returns the smallest closed subset of `best` whose rate equals `rate`: for each member,
@@ -220,6 +270,44 @@ mod tests {
         ClusterTx {
             frac: FeeFrac::from_vsize(fee_sat, vsize),
             parents: parents.to_vec(),
+        }
+    }
+
+    #[test]
+    fn enumeration_and_minimum_cut_agree() {
+        // Random clusters of up to eight transactions, chunked both ways.
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move |bound: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % bound
+        };
+        for _ in 0..300 {
+            let count = 1 + next(8) as usize;
+            let cluster: Vec<ClusterTx> = (0..count)
+                .map(|i| {
+                    let parents = (0..i).filter(|_| next(3) == 0).collect::<Vec<_>>();
+                    tx(next(5_000), 60 + next(400), &parents)
+                })
+                .collect();
+            let remaining = vec![true; count];
+            let by_enumeration = best_closure_by_enumeration(&cluster, &remaining);
+            let mut by_cut: Vec<usize> = (0..count).collect();
+            let mut rate = sum_fracs(&cluster, &by_cut);
+            loop {
+                let candidate = max_weight_closure(&cluster, &remaining, rate, None);
+                let frac = sum_fracs(&cluster, &candidate);
+                if candidate.is_empty() || frac.cmp_rate(&rate).is_le() {
+                    break;
+                }
+                by_cut = candidate;
+                rate = frac;
+            }
+            let by_cut = smallest_at_rate(&cluster, &by_cut, rate);
+            let enumerated_frac = sum_fracs(&cluster, &by_enumeration);
+            assert!(enumerated_frac.cmp_rate(&rate).is_eq(), "{cluster:?}");
+            assert_eq!(by_enumeration.len(), by_cut.len(), "{cluster:?}");
         }
     }
 
