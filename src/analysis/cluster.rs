@@ -284,7 +284,7 @@ mod tests {
             seed % bound
         };
         for _ in 0..300 {
-            let count = 1 + next(8) as usize;
+            let count = 1 + usize::try_from(next(8)).unwrap_or(0);
             let cluster: Vec<ClusterTx> = (0..count)
                 .map(|i| {
                     let parents = (0..i).filter(|_| next(3) == 0).collect::<Vec<_>>();
