@@ -194,6 +194,18 @@ pub fn build_doctor(config: &Config) -> Result<Doctor, crate::chain::ChainError>
     Ok(Doctor::new(source, history, options))
 }
 
+/// An Esplora client for scanning the owner's descriptors, on the configured server.
+pub fn coin_lookup_client(config: &Config) -> bdk_esplora::esplora_client::AsyncClient {
+    let timeout = std::time::Duration::from_secs(config.timeout_secs.max(1));
+    // Building a client with only a timeout cannot fail short of a broken TLS setup, which
+    // the diagnosis client would have hit first; fall back to the default client then.
+    let client = reqwest::Client::builder()
+        .timeout(timeout)
+        .build()
+        .unwrap_or_default();
+    bdk_esplora::esplora_client::AsyncClient::from_client(config.effective_esplora_url(), client)
+}
+
 /// Runs the parsed command line and returns the process exit code.
 pub async fn run(cli: Cli) -> ExitCode {
     let config = match cli.config() {
@@ -248,7 +260,9 @@ pub async fn run(cli: Cli) -> ExitCode {
                 allow_payment_decrease,
                 force,
             };
-            let bumper = Bumper::new(doctor, config.bump_config());
+            let bumper = Bumper::new(doctor, config.bump_config())
+                .with_coin_lookup(coin_lookup_client(&config))
+                .with_progress(Arc::new(|line| eprintln!("{line}")));
             ExitCode::from(bump_command(&bumper, &request, out, json).await)
         }
         Command::Psbt {
@@ -440,7 +454,12 @@ async fn serve(doctor: Arc<Doctor>, config: &Config) -> ExitCode {
         }
     };
     tracing::info!(listen = %config.listen, backend = doctor.source().name(), "serving");
-    let app = api::router(api::AppState::new(doctor, config.bump_config()));
+    let bumper = Bumper::new(doctor.clone(), config.bump_config())
+        .with_coin_lookup(coin_lookup_client(config));
+    let app = api::router(api::AppState {
+        doctor,
+        bumper: Arc::new(bumper),
+    });
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
         tracing::info!("stopping");

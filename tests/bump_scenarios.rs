@@ -912,3 +912,168 @@ async fn cli_bump_private_key_exit_code() {
     assert!(all.contains("contains a private key"), "{all}");
     assert!(!all.contains("tprv8Zgx"), "the key is not repeated");
 }
+
+/// A confirmed coin paying `sats` to Alice's receive address at `index`: made up for
+/// the test, since the recording holds no other coin of hers.
+fn alice_coin(scenario: &Scenario, index: u32, sats: u64) -> txdoctor::bump::coins::Coin {
+    use txdoctor::bitcoin::{Amount, OutPoint, TxIn, absolute, transaction};
+    let wpkh = descriptors(scenario, "alice", "public")
+        .into_iter()
+        .find(|d| d.starts_with("wpkh(") && d.contains("/0/*"))
+        .expect("wpkh");
+    let wallet = bdk_wallet::Wallet::create_single(wpkh)
+        .network(Network::Regtest)
+        .create_wallet_no_persist()
+        .expect("wallet");
+    let script = wallet
+        .peek_address(bdk_wallet::KeychainKind::External, index)
+        .address
+        .script_pubkey();
+    let funding: Txid = "e4a952394eac95991b4521cd27b7864ae07efdbcf9289fd9297d05cb3ee9f6a9"
+        .parse()
+        .expect("txid");
+    let previous = Transaction {
+        version: transaction::Version::TWO,
+        lock_time: absolute::LockTime::ZERO,
+        input: vec![TxIn {
+            previous_output: OutPoint {
+                txid: funding,
+                vout: 1,
+            },
+            ..TxIn::default()
+        }],
+        output: vec![TxOut {
+            value: Amount::from_sat(sats),
+            script_pubkey: script.clone(),
+        }],
+    };
+    txdoctor::bump::coins::Coin {
+        outpoint: OutPoint {
+            txid: previous.compute_txid(),
+            vout: 0,
+        },
+        txout: previous.output[0].clone(),
+        previous,
+    }
+}
+
+#[tokio::test]
+async fn no_change_replacement_adds_a_coin() {
+    let scenario = Scenario::load("s11_no_change");
+    let replay = support::start(scenario.routes.clone()).await;
+    let coin = alice_coin(&scenario, 3, 100_000);
+    let bumper = bumper_for(&replay.url, PolicyVersion::V31).with_known_coins(vec![coin.clone()]);
+    let plan = bumper
+        .plan(&request(
+            &scenario,
+            "alice",
+            Target::FeeRate(Decimal::from(10)),
+            Strategy::Rbf,
+        ))
+        .await
+        .expect("plan");
+    let rbf = option(&plan, BumpKind::RbfKeepPayment);
+    assert!(rbf.possible, "{:?}", rbf.reason);
+    let psbt = Psbt::from_str(rbf.psbt.as_deref().expect("psbt")).expect("PSBT");
+    assert_eq!(
+        psbt.unsigned_tx.input.len(),
+        2,
+        "the original input and the added coin"
+    );
+    assert_eq!(psbt.unsigned_tx.input[1].previous_output, coin.outpoint);
+    assert_eq!(
+        psbt.inputs[1]
+            .non_witness_utxo
+            .as_ref()
+            .map(Transaction::compute_txid),
+        Some(coin.outpoint.txid)
+    );
+    assert!(
+        !psbt.inputs[1].bip32_derivation.is_empty(),
+        "the coin's key origin"
+    );
+    let new_change = rbf
+        .outputs
+        .iter()
+        .find(|output| output.before_sat.is_none())
+        .expect("a new change output");
+    assert!(new_change.owner);
+    let payment = rbf
+        .outputs
+        .iter()
+        .find(|output| !output.owner)
+        .expect("the payment");
+    assert_eq!(payment.after_sat, payment.before_sat, "the payment is kept");
+    // Two P2WPKH inputs and two outputs: 209 vB at 10 sat/vB.
+    assert_eq!(rbf.vsize, Some(209));
+    assert_eq!(rbf.fee_sat, Some(2090));
+    let mut signed_psbt = psbt.clone();
+    let secp = Secp256k1::new();
+    let master = descriptors(&scenario, "alice", "private_regtest_only")[0]
+        .split("tprv")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .map(|key| format!("tprv{key}"))
+        .expect("tprv");
+    let _ = signed_psbt.sign(&Xpriv::from_str(&master).expect("key"), &secp);
+    signed_psbt
+        .finalize_mut(&Secp256k1::verification_only())
+        .expect("both inputs finalize");
+    let signed = signed_psbt.extract_tx().expect("extracts");
+    assert!(signed.weight().to_wu().div_ceil(4) <= 209);
+}
+
+#[tokio::test]
+async fn failed_coin_scan_is_reported() {
+    // The recording has no address histories, so the scan fails; the plan says so.
+    let scenario = Scenario::load("s11_no_change");
+    let replay = support::start(scenario.routes.clone()).await;
+    let esplora = bdk_esplora::esplora_client::Builder::new(&replay.url)
+        .max_retries(0)
+        .build_async()
+        .expect("client");
+    let bumper = bumper_for(&replay.url, PolicyVersion::V31).with_coin_lookup(esplora);
+    let plan = bumper
+        .plan(&request(
+            &scenario,
+            "alice",
+            Target::FeeRate(Decimal::from(10)),
+            Strategy::Rbf,
+        ))
+        .await
+        .expect("plan");
+    let rbf = option(&plan, BumpKind::RbfKeepPayment);
+    assert!(!rbf.possible);
+    assert!(
+        plan.data_gaps
+            .iter()
+            .any(|gap| gap.contains("failed to scan wallet 1 for coins")),
+        "{:?}",
+        plan.data_gaps
+    );
+}
+
+#[tokio::test]
+async fn multipath_descriptor_is_receive_and_change() {
+    let scenario = Scenario::load("s01_signal_low_fee");
+    let receive = descriptors(&scenario, "alice", "public")
+        .into_iter()
+        .find(|d| d.starts_with("wpkh(") && d.contains("/0/*"))
+        .expect("wpkh");
+    let multipath = receive
+        .split('#')
+        .next()
+        .expect("body")
+        .replace("/0/*", "/<0;1>/*");
+    let mut request = request(
+        &scenario,
+        "alice",
+        Target::FeeRate(Decimal::from(20)),
+        Strategy::Auto,
+    );
+    request.descriptors = vec![multipath];
+    let plan = plan(&scenario, &request).await;
+    let rbf = option(&plan, BumpKind::RbfKeepPayment);
+    assert!(rbf.possible, "{:?}", rbf.reason);
+    assert_eq!(rbf.minimum_fee_sat, Some(156));
+}

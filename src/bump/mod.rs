@@ -2,12 +2,14 @@
 //! PSBT a hardware wallet can sign. No private key is ever seen here.
 
 pub mod check;
+pub mod coins;
 pub mod owner;
 pub mod plan;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use bdk_esplora::esplora_client::AsyncClient;
 use futures::future::join_all;
 use rust_decimal::Decimal;
 use serde::Serialize;
@@ -139,16 +141,48 @@ impl BumpError {
     }
 }
 
+/// Receives progress lines of a long step, such as a coin scan.
+pub type Progress = Arc<dyn Fn(String) + Send + Sync>;
+
 /// Plans bumps with the facts a [`Doctor`] fetches.
 pub struct Bumper {
     doctor: Arc<Doctor>,
     config: BumpConfig,
+    esplora: Option<AsyncClient>,
+    known_coins: Option<Vec<coins::Coin>>,
+    progress: Progress,
 }
 
 impl Bumper {
-    /// Creates a bumper.
+    /// Creates a bumper that cannot look up more coins.
     pub fn new(doctor: Arc<Doctor>, config: BumpConfig) -> Self {
-        Self { doctor, config }
+        Self {
+            doctor,
+            config,
+            esplora: None,
+            known_coins: None,
+            progress: Arc::new(|_| {}),
+        }
+    }
+
+    /// Lets the bumper scan the owner's descriptors through `esplora` for more coins when a
+    /// replacement's change cannot pay.
+    pub fn with_coin_lookup(mut self, esplora: AsyncClient) -> Self {
+        self.esplora = Some(esplora);
+        self
+    }
+
+    /// Gives the owner's other confirmed coins directly, for a caller that already tracks
+    /// them; no scan is made then. Coins that the descriptors do not own are ignored.
+    pub fn with_known_coins(mut self, coins: Vec<coins::Coin>) -> Self {
+        self.known_coins = Some(coins);
+        self
+    }
+
+    /// Sends progress lines of the coin scan to `progress`.
+    pub fn with_progress(mut self, progress: Progress) -> Self {
+        self.progress = progress;
+        self
     }
 
     /// Builds the plan for `request`.
@@ -158,7 +192,7 @@ impl Bumper {
     /// Returns [`BumpError`] for unusable descriptors or targets, a transaction that is
     /// confirmed, unknown or not the owner's, and backend failures.
     pub async fn plan(&self, request: &BumpRequest) -> Result<BumpPlan, BumpError> {
-        let owner = Owner::from_descriptors(
+        let mut owner = Owner::from_descriptors(
             &request.descriptors,
             &request.change_descriptors,
             self.config.network,
@@ -252,14 +286,42 @@ impl Bumper {
             policy_version: options.policy_version,
             network: self.config.network.bitcoin(),
         };
-        let planner = Planner::new(&view, &owner, &previous, &settings)
-            .ok_or_else(|| BumpError::InvalidTarget(format!("{target} sat/vB")))?;
-        let options_planned = planner.plan();
+        let mut data_gaps = facts.gaps.clone();
+        let mut options_planned = Planner::new(&view, &owner, &previous, &settings, &[])
+            .ok_or_else(|| BumpError::InvalidTarget(format!("{target} sat/vB")))?
+            .plan();
+        if options_planned.iter().any(|option| option.needs_more_coins) {
+            let found = match (&self.known_coins, &self.esplora) {
+                (Some(known), _) => Some(Ok(known
+                    .iter()
+                    .filter(|coin| owner.owns(&coin.txout.script_pubkey).is_some())
+                    .cloned()
+                    .collect())),
+                (None, Some(client)) => {
+                    Some(coins::confirmed_coins(&mut owner, client, self.progress.as_ref()).await)
+                }
+                (None, None) => None,
+            };
+            match found {
+                Some(found) => match found {
+                    Ok(coins) => {
+                        for coin in &coins {
+                            previous.insert(coin.outpoint.txid, coin.previous.clone());
+                        }
+                        options_planned = Planner::new(&view, &owner, &previous, &settings, &coins)
+                            .ok_or_else(|| BumpError::InvalidTarget(format!("{target} sat/vB")))?
+                            .plan();
+                    }
+                    Err(error) => data_gaps.push(error),
+                },
+                None => data_gaps
+                    .push("looking up the owner's other coins needs an Esplora backend".to_owned()),
+            }
+        }
         let recommended = options_planned
             .iter()
             .find(|option| option.possible)
             .map(|option| option.kind);
-        let mut data_gaps = facts.gaps.clone();
         if !facts.cluster_complete {
             data_gaps.push(
                 "not every unconfirmed relative could be fetched: the minimums may be too low"

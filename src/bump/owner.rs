@@ -227,6 +227,21 @@ impl Owner {
         Ok(Self { wallets })
     }
 
+    /// Number of wallets.
+    pub fn wallet_count(&self) -> usize {
+        self.wallets.len()
+    }
+
+    /// The wallet at `index`.
+    pub fn wallet(&self, index: usize) -> Option<&Wallet> {
+        self.wallets.get(index).map(|owned| &owned.wallet)
+    }
+
+    /// The wallet at `index`, for applying a scan.
+    pub fn wallet_mut(&mut self, index: usize) -> Option<&mut Wallet> {
+        self.wallets.get_mut(index).map(|owned| &mut owned.wallet)
+    }
+
     /// Finds `script` among the owner's scripts, within the lookahead.
     pub fn owns(&self, script: &ScriptBuf) -> Option<Ownership> {
         self.wallets.iter().enumerate().find_map(|(wallet, owned)| {

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use rust_decimal::Decimal;
 use serde::Serialize;
 
+use super::coins::Coin;
 use super::owner::{Owner, satisfaction_weight};
 use crate::analysis::cluster::ClusterTx;
 use crate::analysis::package::{ClusterView, RATE_SCALE};
@@ -114,6 +115,9 @@ pub struct PlannedBump {
     pub outputs: Vec<OutputChange>,
     /// The PSBT in base64, ready for a signer.
     pub psbt: Option<String>,
+    /// Set when more of the owner's coins would make it possible.
+    #[serde(skip)]
+    pub needs_more_coins: bool,
 }
 
 impl PlannedBump {
@@ -132,6 +136,14 @@ impl PlannedBump {
             pays_for: Vec::new(),
             outputs: Vec::new(),
             psbt: None,
+            needs_more_coins: false,
+        }
+    }
+
+    fn needing_coins(kind: BumpKind, reason: impl Into<String>) -> Self {
+        Self {
+            needs_more_coins: true,
+            ..Self::impossible(kind, reason)
         }
     }
 }
@@ -166,16 +178,19 @@ pub struct Planner<'a> {
     previous: &'a HashMap<Txid, Transaction>,
     settings: &'a PlanSettings,
     target: SatPerKvb,
+    extra_coins: &'a [Coin],
 }
 
 impl<'a> Planner<'a> {
-    /// Creates a planner. `previous` holds the full transactions the stuck one spends, for
-    /// the PSBTs' `non_witness_utxo`.
+    /// Creates a planner. `previous` holds the full transactions the stuck one and
+    /// `extra_coins` spend, for the PSBTs' `non_witness_utxo`; `extra_coins` are the owner's
+    /// confirmed coins a replacement may add when its change cannot pay.
     pub fn new(
         view: &'a ClusterView,
         owner: &'a Owner,
         previous: &'a HashMap<Txid, Transaction>,
         settings: &'a PlanSettings,
+        extra_coins: &'a [Coin],
     ) -> Option<Self> {
         let target = SatPerKvb::from_sat_per_vb(settings.target)?;
         Some(Self {
@@ -184,6 +199,7 @@ impl<'a> Planner<'a> {
             previous,
             settings,
             target,
+            extra_coins,
         })
     }
 
@@ -284,10 +300,10 @@ impl<'a> Planner<'a> {
             BumpKind::RbfKeepPayment => match self.change_output() {
                 Some(index) => index,
                 None => {
-                    return PlannedBump::impossible(
-                        kind,
-                        "no output of the owner's to take the fee from; allow a payment decrease, or use CPFP",
-                    );
+                    let mut evicted = self.view.descendants_of(self.view.focus);
+                    evicted.push(self.view.focus);
+                    evicted.sort_unstable();
+                    return self.with_coins(kind, tx, prevouts, &evicted, None);
                 }
             },
             BumpKind::RbfReducePayment => match self.largest_payment() {
@@ -366,13 +382,7 @@ impl<'a> Planner<'a> {
                     .as_ref()
                     .is_ok_and(|minimum| pays >= minimum.fee_sat.max(fee_without));
                 if !enough {
-                    return PlannedBump::impossible(
-                        kind,
-                        format!(
-                            "the change of {} sat cannot pay the {fee_sat} sat fee; more coins are needed",
-                            tx.output[absorbing].value.to_sat()
-                        ),
-                    );
+                    return self.with_coins(kind, tx, prevouts, &evicted, Some(absorbing));
                 }
                 return self.finish(
                     kind,
@@ -398,6 +408,104 @@ impl<'a> Planner<'a> {
             }
         }
         self.finish(kind, tx, &prevouts, &evicted, fee_sat, Some(minimum))
+    }
+
+    /// Adds the owner's confirmed coins, largest first, until the change (kept, or new)
+    /// pays the fee and stays above dust. New inputs are confirmed, so no rule forbids them.
+    fn with_coins(
+        &self,
+        kind: BumpKind,
+        mut tx: Transaction,
+        mut prevouts: Vec<TxOut>,
+        evicted: &[usize],
+        change: Option<usize>,
+    ) -> PlannedBump {
+        if self.extra_coins.is_empty() {
+            let reason = match change {
+                Some(index) => format!("the change of {} sat cannot pay the fee, and no other confirmed coins of the owner's were found", tx.output[index].value.to_sat()),
+                None => "no output of the owner's can pay the fee, and no other confirmed coins of the owner's were found; allow a payment decrease, or use CPFP".to_owned(),
+            };
+            return PlannedBump::needing_coins(kind, reason);
+        }
+        let change = match change {
+            Some(index) => index,
+            None => {
+                let wallet = self
+                    .owner
+                    .owns(&prevouts[0].script_pubkey)
+                    .map_or(0, |owned| owned.wallet);
+                let avoid: Vec<ScriptBuf> = self
+                    .view
+                    .txs
+                    .iter()
+                    .flat_map(|tx| {
+                        tx.tx
+                            .output
+                            .iter()
+                            .map(|output| output.script_pubkey.clone())
+                    })
+                    .collect();
+                let Some(script) = self.owner.fresh_change_script(wallet, &avoid) else {
+                    return PlannedBump::impossible(
+                        kind,
+                        "no fresh owner address could be derived for the change",
+                    );
+                };
+                tx.output.push(TxOut {
+                    value: Amount::ZERO,
+                    script_pubkey: script,
+                });
+                tx.output.len() - 1
+            }
+        };
+        let others: u64 = tx
+            .output
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != change)
+            .map(|(_, output)| output.value.to_sat())
+            .sum();
+        let dust = self
+            .settings
+            .policy
+            .dust_threshold(&tx.output[change].script_pubkey);
+        for coin in self.extra_coins {
+            if tx
+                .input
+                .iter()
+                .any(|input| input.previous_output == coin.outpoint)
+            {
+                continue;
+            }
+            tx.input.push(TxIn {
+                previous_output: coin.outpoint,
+                sequence: Sequence::ENABLE_RBF_NO_LOCKTIME,
+                ..TxIn::default()
+            });
+            prevouts.push(coin.txout.clone());
+            let Some((fee_sat, minimum)) = self.price_replacement(&tx, &prevouts, evicted) else {
+                return PlannedBump::impossible(kind, "a coin's script type cannot be sized");
+            };
+            let minimum = match minimum {
+                Ok(minimum) => minimum,
+                Err(error) => return PlannedBump::impossible(kind, error.to_string()),
+            };
+            let input_total: u64 = prevouts.iter().map(|prevout| prevout.value.to_sat()).sum();
+            if let Some(value) = input_total
+                .checked_sub(others + fee_sat)
+                .filter(|value| *value >= dust)
+            {
+                tx.output[change].value = Amount::from_sat(value);
+                return self.finish(kind, tx, &prevouts, evicted, fee_sat, Some(minimum));
+            }
+        }
+        PlannedBump::needing_coins(
+            kind,
+            format!(
+                "even with its {} other confirmed coins the owner's wallet cannot pay the fee",
+                self.extra_coins.len()
+            ),
+        )
     }
 
     /// Prices a replacement: the fee to reach the target and the rule minimum.
@@ -559,6 +667,7 @@ impl<'a> Planner<'a> {
             pays_for: Vec::new(),
             outputs,
             psbt: None,
+            needs_more_coins: false,
         };
         if fee_sat > self.settings.max_fee_sat && !self.settings.force {
             planned.possible = false;
