@@ -70,6 +70,6 @@ pub async fn confirmed_coins(
             });
         }
     }
-    coins.sort_by(|left, right| right.txout.value.cmp(&left.txout.value));
+    coins.sort_by_key(|coin| std::cmp::Reverse(coin.txout.value));
     Ok(coins)
 }
