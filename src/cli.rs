@@ -51,6 +51,12 @@ pub struct Cli {
     /// Directory where diagnosed raw transactions are remembered.
     #[arg(long, env = "TXDOCTOR_HISTORY_DIR", global = true)]
     pub history_dir: Option<PathBuf>,
+    /// Addresses derived ahead on each keychain when looking for the owner's scripts.
+    #[arg(long, env = "TXDOCTOR_LOOKAHEAD", global = true)]
+    pub lookahead: Option<u32>,
+    /// Largest fee a bump may pay without --force, in satoshis.
+    #[arg(long, env = "TXDOCTOR_MAX_FEE_SAT", global = true)]
+    pub max_fee_sat: Option<u64>,
     /// Replacement rules to satisfy: v31, pre31 or both (the larger minimum).
     #[arg(long, env = "TXDOCTOR_POLICY", global = true, value_parser = parse_policy_version)]
     pub policy: Option<PolicyVersion>,
@@ -164,6 +170,12 @@ impl Cli {
         }
         if let Some(directory) = &self.history_dir {
             config.history_dir = Some(directory.clone());
+        }
+        if let Some(lookahead) = self.lookahead {
+            config.lookahead = lookahead;
+        }
+        if let Some(max_fee_sat) = self.max_fee_sat {
+            config.max_fee_sat = max_fee_sat;
         }
         if let Some(version) = self.policy {
             config.policy.version = version;
