@@ -249,7 +249,7 @@ pub struct BumpBody {
     /// Target confirmation within this many blocks; 1 when neither target is given.
     #[serde(default)]
     pub blocks: Option<u16>,
-    /// Which kinds of bump to build.
+    /// Kinds of bump to build.
     #[serde(default)]
     pub strategy: Strategy,
     /// Whether a payment to someone else may be reduced.

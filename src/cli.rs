@@ -60,7 +60,7 @@ pub struct Cli {
     /// Replacement rules to satisfy: v31, pre31 or both (the larger minimum).
     #[arg(long, env = "TXDOCTOR_POLICY", global = true, value_parser = parse_policy_version)]
     pub policy: Option<PolicyVersion>,
-    /// What to do.
+    /// The subcommand.
     #[command(subcommand)]
     pub command: Command,
 }
@@ -73,7 +73,7 @@ pub enum Command {
         /// Txids to diagnose, or "-" for standard input.
         #[arg(required = true)]
         txids: Vec<String>,
-        /// Raw transaction in hex, to trace a transaction the backend no longer knows.
+        /// Raw transaction in hex, to trace a transaction the backend no longer has.
         #[arg(long)]
         tx_hex: Option<String>,
         /// Print JSON: one document, or one a line for several txids.
@@ -96,7 +96,7 @@ pub enum Command {
         /// Target confirmation within this many blocks (default 1).
         #[arg(long)]
         blocks: Option<u16>,
-        /// Which kinds of bump to build.
+        /// Kinds of bump to build.
         #[arg(long, value_enum, default_value_t = Strategy::Auto)]
         strategy: Strategy,
         /// Allow reducing a payment to someone else, for example a send-max with no change.
@@ -114,7 +114,7 @@ pub enum Command {
     },
     /// Work with PSBTs.
     Psbt {
-        /// What to do.
+        /// The subcommand.
         #[command(subcommand)]
         command: PsbtCommand,
     },
@@ -206,7 +206,7 @@ pub fn build_doctor(config: &Config) -> Result<Doctor, crate::chain::ChainError>
     Ok(Doctor::new(source, history, options))
 }
 
-/// An Esplora client for scanning the owner's descriptors, on the configured server.
+/// Builds an Esplora client on the configured server, for scanning the owner's descriptors.
 pub fn coin_lookup_client(config: &Config) -> bdk_esplora::esplora_client::AsyncClient {
     let timeout = std::time::Duration::from_secs(config.timeout_secs.max(1));
     // Building a client with only a timeout cannot fail short of a broken TLS setup, which

@@ -28,7 +28,7 @@ pub enum Network {
 }
 
 impl Network {
-    /// The public Esplora API used when none is configured.
+    /// Returns the public Esplora API used when none is configured.
     pub fn default_esplora_url(self) -> &'static str {
         match self {
             Network::Mainnet => "https://mempool.space/api",
@@ -38,7 +38,7 @@ impl Network {
         }
     }
 
-    /// The rust-bitcoin network.
+    /// Returns the rust-bitcoin network.
     pub fn bitcoin(self) -> crate::bitcoin::Network {
         match self {
             Network::Mainnet => crate::bitcoin::Network::Bitcoin,
@@ -89,7 +89,7 @@ pub struct PolicyConfig {
     pub incremental_relay_fee_sat_per_kvb: u64,
     /// `-dustrelayfee`, sat/kvB.
     pub dust_relay_fee_sat_per_kvb: u64,
-    /// Which replacement rules to satisfy.
+    /// Replacement rules to satisfy.
     pub version: PolicyVersion,
 }
 
@@ -106,7 +106,7 @@ impl Default for PolicyConfig {
 }
 
 impl PolicyConfig {
-    /// The relay policy these values describe.
+    /// Returns the relay policy these values describe.
     pub fn relay_policy(&self) -> RelayPolicy {
         RelayPolicy {
             min_relay_fee: SatPerKvb(self.min_relay_fee_sat_per_kvb),
@@ -137,7 +137,7 @@ impl Default for Config {
     }
 }
 
-/// Why the configuration could not be loaded.
+/// Errors of configuration loading.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
@@ -178,7 +178,7 @@ impl Config {
         })
     }
 
-    /// The Esplora URL in effect.
+    /// Returns the Esplora URL in effect.
     pub fn effective_esplora_url(&self) -> String {
         self.esplora_url
             .clone()

@@ -39,7 +39,7 @@ pub const TRUC_CLUSTER_LIMIT: usize = 2;
 /// Block capacity in virtual bytes: 4,000,000 weight units.
 pub const BLOCK_VSIZE: u64 = 1_000_000;
 
-/// Which generation of replacement rules to apply.
+/// Generation of replacement rules to apply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PolicyVersion {
@@ -167,7 +167,7 @@ pub struct ReplacementMinimum {
     pub binding_rule: BindingRule,
 }
 
-/// Why no fee makes a replacement acceptable.
+/// Reasons no fee makes a replacement acceptable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize)]
 #[serde(tag = "code", rename_all = "snake_case")]
 pub enum ReplacementError {
@@ -567,8 +567,8 @@ pub fn fee_to_reach(
     if first.0 {
         return first.1;
     }
-    // Usually the answer pays for exactly the ancestors whose chunks are below the target;
-    // two attempts confirm it, and the search below covers the cases where it is not.
+    // Usually the fee pays for exactly the ancestors whose chunks are below the target.
+    // Two attempts confirm it, and the search below covers the cases where it does not.
     let guess = guess_joining_fee(cluster, parents, vsize, target);
     if guess > low {
         let at_guess = attempt(guess);

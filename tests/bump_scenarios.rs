@@ -1077,3 +1077,29 @@ async fn multipath_descriptor_is_receive_and_change() {
     assert!(rbf.possible, "{:?}", rbf.reason);
     assert_eq!(rbf.minimum_fee_sat, Some(156));
 }
+
+#[tokio::test]
+async fn truc_child_evicts_its_sibling() {
+    // A TRUC parent takes one child: Alice's new child replaces Bob's and pays for it.
+    let scenario = Scenario::load("s06_truc");
+    let plan = plan(
+        &scenario,
+        &request(
+            &scenario,
+            "alice",
+            Target::FeeRate(Decimal::from(10)),
+            Strategy::Cpfp,
+        ),
+    )
+    .await;
+    let cpfp = option(&plan, BumpKind::Cpfp);
+    assert!(cpfp.possible, "{:?}", cpfp.reason);
+    let sibling: Txid = "50a32466d307074ae6fac5e653579ab716324675d059db1164f598b7cee6997c"
+        .parse()
+        .expect("txid");
+    assert_eq!(cpfp.replaces, vec![sibling]);
+    // Rules 3 and 4 against Bob's 330 sat child: 330 + ceil(0.1 × 110).
+    assert_eq!(cpfp.minimum_fee_sat, Some(341));
+    // 10 sat/vB over the parent's 141 vB and the child's 110 vB, less the parent's 282 sat.
+    assert_eq!(cpfp.fee_sat, Some(2228));
+}

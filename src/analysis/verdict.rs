@@ -73,7 +73,7 @@ pub struct BumpOption {
     pub kind: OptionKind,
     /// Whether it can be done.
     pub possible: bool,
-    /// Why not, when it cannot.
+    /// The reason it cannot be done, when it cannot.
     pub reason: Option<String>,
     /// Who can do it.
     pub who: String,
@@ -139,8 +139,41 @@ pub struct Triage {
     pub summary: String,
 }
 
-/// Finds the next-block and six-block rates: the histogram's view of the first blocks,
-/// raised to the estimator's and never below the minimum relay fee.
+/// Finds the rate (sat/vB) that confirms within `blocks` blocks: the histogram's edge of
+/// that many projected blocks, raised to the estimator's rate for the same target and never
+/// below the minimum relay fee. It is rounded up to 0.1 sat/vB so that display rounding
+/// never undershoots it.
+pub fn rate_for_blocks(
+    mempool: Option<&MempoolSnapshot>,
+    estimates: Option<&FeeEstimates>,
+    policy: &RelayPolicy,
+    blocks: u16,
+) -> Decimal {
+    let floor = policy
+        .mempool_min_fee
+        .max(policy.min_relay_fee)
+        .sat_per_vb();
+    let from_histogram =
+        mempool.and_then(|mempool| histogram_rate_for_blocks(mempool, u64::from(blocks)));
+    let from_estimates = estimates.and_then(|estimates| {
+        estimates
+            .range(..=blocks)
+            .next_back()
+            .or_else(|| estimates.iter().next())
+            .map(|(_, rate)| *rate)
+    });
+    let best = [from_histogram, from_estimates, Some(floor)]
+        .into_iter()
+        .flatten()
+        .max()
+        .unwrap_or(floor);
+    let mut tenths = (best * Decimal::TEN).ceil() / Decimal::TEN;
+    tenths.rescale(1);
+    tenths
+}
+
+/// Finds the next-block and six-block rates with [`rate_for_blocks`]; `None` when the
+/// backend gave neither a histogram nor estimates.
 pub fn targets(
     mempool: Option<&MempoolSnapshot>,
     estimates: Option<&FeeEstimates>,
@@ -149,31 +182,9 @@ pub fn targets(
     if mempool.is_none() && estimates.is_none() {
         return None;
     }
-    let floor = policy
-        .mempool_min_fee
-        .max(policy.min_relay_fee)
-        .sat_per_vb();
-    let estimate = |target: u16| -> Option<Decimal> {
-        let estimates = estimates?;
-        estimates
-            .range(..=target)
-            .next_back()
-            .or_else(|| estimates.iter().next())
-            .map(|(_, rate)| *rate)
-    };
-    let from_histogram =
-        |blocks: u64| mempool.and_then(|mempool| histogram_rate_for_blocks(mempool, blocks));
-    let pick = |blocks: u64, target: u16| {
-        let candidates = [from_histogram(blocks), estimate(target), Some(floor)];
-        let best = candidates.into_iter().flatten().max().unwrap_or(floor);
-        // Round up to 0.1 sat/vB so that a target is never undershot by display rounding.
-        let mut tenths = (best * Decimal::TEN).ceil() / Decimal::TEN;
-        tenths.rescale(1);
-        tenths
-    };
     Some(super::FeeTargets {
-        next_block_sat_per_vb: pick(1, 1),
-        six_blocks_sat_per_vb: pick(6, 6),
+        next_block_sat_per_vb: rate_for_blocks(mempool, estimates, policy, 1),
+        six_blocks_sat_per_vb: rate_for_blocks(mempool, estimates, policy, 6),
         source: "the larger of the backend's mempool histogram (rate at the edge of the projected \
                  blocks) and its fee estimates, at least the minimum relay fee"
             .to_owned(),

@@ -14,7 +14,7 @@ use crate::diagnose::Doctor;
 use crate::feerate::{FeeFrac, WITNESS_SCALE_FACTOR};
 use crate::policy::{MAX_BIP125_RBF_SEQUENCE, ReplacementCase};
 
-/// Why a PSBT could not be checked.
+/// Errors of the PSBT check.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CheckError {
     /// Not a PSBT.
@@ -32,7 +32,7 @@ pub struct PsbtReport {
     pub txid: Txid,
     /// Whether a hardware signer has everything it needs and nothing is wrong.
     pub ready_for_signer: bool,
-    /// What is missing or wrong, one line each.
+    /// Missing or wrong items, one line each.
     pub problems: Vec<String>,
     /// Number of inputs.
     pub inputs: usize,
@@ -64,7 +64,7 @@ pub fn parse_psbt(text: &str) -> Result<Psbt, CheckError> {
     Psbt::from_str(text.trim()).map_err(|error| CheckError::InvalidPsbt(error.to_string()))
 }
 
-/// The value an input spends, from `witness_utxo` or the previous transaction.
+/// Returns the output an input spends, from `witness_utxo` or the previous transaction.
 fn spent_output(psbt: &Psbt, index: usize) -> Option<TxOut> {
     let input = &psbt.inputs[index];
     let outpoint = psbt.unsigned_tx.input[index].previous_output;
@@ -125,7 +125,7 @@ fn signer_problems(psbt: &Psbt, policy: &crate::policy::RelayPolicy) -> Vec<Stri
     problems
 }
 
-/// Checks `psbt` against the chain as `doctor` sees it.
+/// Checks `psbt` against the chain as `doctor` fetches it.
 ///
 /// # Errors
 ///
@@ -227,7 +227,7 @@ pub async fn check(doctor: &Doctor, psbt: &Psbt) -> Result<PsbtReport, CheckErro
     })
 }
 
-/// The replacement minimum against `conflict`'s cluster.
+/// Computes the replacement minimum against `conflict`'s cluster.
 async fn replacement_minimum(
     doctor: &Doctor,
     conflict: Txid,

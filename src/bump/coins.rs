@@ -16,7 +16,7 @@ const PARALLEL_REQUESTS: usize = 4;
 /// A confirmed coin of the owner's.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Coin {
-    /// Where it is.
+    /// Its outpoint.
     pub outpoint: OutPoint,
     /// Its value and script.
     pub txout: TxOut,

@@ -14,10 +14,11 @@ use futures::future::join_all;
 use rust_decimal::Decimal;
 use serde::Serialize;
 
-use crate::analysis::eta::histogram_rate_for_blocks;
+use crate::analysis::MempoolFacts;
 use crate::analysis::package::{ClusterView, RATE_SCALE};
+use crate::analysis::verdict::rate_for_blocks;
 use crate::bitcoin::{Transaction, Txid};
-use crate::chain::ChainError;
+use crate::chain::{ChainError, ChainTx};
 use crate::config::Network;
 use crate::diagnose::Doctor;
 use crate::policy::PolicyVersion;
@@ -44,7 +45,7 @@ pub struct BumpRequest {
     pub change_descriptors: Vec<String>,
     /// The rate to reach.
     pub target: Target,
-    /// Which kinds to build.
+    /// Kinds of bump to build.
     pub strategy: Strategy,
     /// Whether a payment to someone else may be reduced.
     pub allow_payment_decrease: bool,
@@ -74,25 +75,25 @@ pub struct BumpPlan {
     /// Its current effective (chunk) fee rate, in sat/vB.
     #[serde(with = "rust_decimal::serde::str")]
     pub current_effective_fee_rate_sat_per_vb: Decimal,
-    /// Which replacement rules the minimums satisfy.
+    /// Replacement rules the minimums satisfy.
     pub policy: PolicyVersion,
     /// The options, possible ones first, cheapest first.
     pub options: Vec<PlannedBump>,
     /// The kind of the cheapest possible option.
     pub recommended: Option<BumpKind>,
-    /// What the backend could not tell.
+    /// Facts the backend could not provide.
     pub data_gaps: Vec<String>,
 }
 
 impl BumpPlan {
-    /// The recommended option.
+    /// Returns the recommended option.
     pub fn recommended_option(&self) -> Option<&PlannedBump> {
         let kind = self.recommended?;
         self.options.iter().find(|option| option.kind == kind)
     }
 }
 
-/// Why no plan could be made.
+/// Errors of bump planning.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BumpError {
     /// The descriptors cannot be used.
@@ -135,7 +136,7 @@ pub enum BumpError {
 }
 
 impl BumpError {
-    /// Whether the caller's input is at fault, as opposed to the backend.
+    /// Returns whether the caller's input is at fault, as opposed to the backend.
     pub fn is_bad_input(&self) -> bool {
         !matches!(self, BumpError::Chain(_))
     }
@@ -198,84 +199,17 @@ impl Bumper {
             self.config.network,
             self.config.lookahead,
         )?;
-        let source = self.doctor.source();
-        let tx = source
-            .transaction(request.txid)
-            .await?
-            .ok_or(BumpError::NotFound(request.txid))?;
-        if let crate::chain::TxStatus::Confirmed { block_height, .. } = tx.status {
-            return Err(BumpError::Confirmed {
-                txid: request.txid,
-                height: block_height,
-            });
-        }
-        let owns_something = tx
-            .prevouts
-            .iter()
-            .map(|prevout| &prevout.script_pubkey)
-            .chain(tx.tx.output.iter().map(|output| &output.script_pubkey))
-            .any(|script| owner.owns(script).is_some());
-        if !owns_something {
-            return Err(BumpError::NothingOwned(request.txid));
-        }
+        let tx = self.owned_unconfirmed(request.txid, &owner).await?;
         let facts = self.doctor.mempool_facts(tx.clone()).await;
         let options = self.doctor.options();
         let view = ClusterView::new(facts.cluster.clone(), request.txid, &options.policy)
             .ok_or(BumpError::NotFound(request.txid))?;
-        let target = match request.target {
-            Target::FeeRate(rate) if rate > Decimal::ZERO => rate,
-            Target::FeeRate(rate) => {
-                return Err(BumpError::InvalidTarget(format!(
-                    "{rate} sat/vB is not a positive fee rate"
-                )));
-            }
-            Target::Blocks(0) => {
-                return Err(BumpError::InvalidTarget(
-                    "0 blocks; give 1 or more".to_owned(),
-                ));
-            }
-            Target::Blocks(blocks) => {
-                let mempool = facts.mempool.as_deref();
-                let from_histogram = mempool
-                    .and_then(|mempool| histogram_rate_for_blocks(mempool, u64::from(blocks)));
-                let from_estimates = facts.estimates.as_deref().and_then(|estimates| {
-                    estimates
-                        .range(..=blocks)
-                        .next_back()
-                        .map(|(_, rate)| *rate)
-                });
-                let floor = options
-                    .policy
-                    .mempool_min_fee
-                    .max(options.policy.min_relay_fee)
-                    .sat_per_vb();
-                let best = [from_histogram, from_estimates, Some(floor)]
-                    .into_iter()
-                    .flatten()
-                    .max()
-                    .unwrap_or(floor);
-                (best * Decimal::TEN).ceil() / Decimal::TEN
-            }
-        };
+        let target = self.resolve_target(request.target, &facts)?;
         let current = view.focus_chunk().frac.sat_per_vb(RATE_SCALE);
         if target <= current {
             return Err(BumpError::TargetNotAbove { target, current });
         }
-        let mut previous: HashMap<Txid, Transaction> = HashMap::from([(tx.txid, tx.tx.clone())]);
-        let parent_txids: Vec<Txid> = tx
-            .tx
-            .input
-            .iter()
-            .map(|input| input.previous_output.txid)
-            .collect();
-        for parent in join_all(parent_txids.iter().map(|txid| source.transaction(*txid)))
-            .await
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            previous.insert(parent.txid, parent.tx.clone());
-        }
+        let mut previous = self.previous_transactions(&tx).await;
         let settings = PlanSettings {
             target,
             strategy: request.strategy,
@@ -286,56 +220,125 @@ impl Bumper {
             policy_version: options.policy_version,
             network: self.config.network.bitcoin(),
         };
+        let invalid_target = || BumpError::InvalidTarget(format!("{target} sat/vB"));
         let mut data_gaps = facts.gaps.clone();
-        let mut options_planned = Planner::new(&view, &owner, &previous, &settings, &[])
-            .ok_or_else(|| BumpError::InvalidTarget(format!("{target} sat/vB")))?
+        let mut planned = Planner::new(&view, &owner, &previous, &settings, &[])
+            .ok_or_else(invalid_target)?
             .plan();
-        if options_planned.iter().any(|option| option.needs_more_coins) {
-            let found = match (&self.known_coins, &self.esplora) {
-                (Some(known), _) => Some(Ok(known
-                    .iter()
-                    .filter(|coin| owner.owns(&coin.txout.script_pubkey).is_some())
-                    .cloned()
-                    .collect())),
-                (None, Some(client)) => {
-                    Some(coins::confirmed_coins(&mut owner, client, self.progress.as_ref()).await)
-                }
-                (None, None) => None,
-            };
-            match found {
-                Some(found) => match found {
-                    Ok(coins) => {
-                        for coin in &coins {
-                            previous.insert(coin.outpoint.txid, coin.previous.clone());
-                        }
-                        options_planned = Planner::new(&view, &owner, &previous, &settings, &coins)
-                            .ok_or_else(|| BumpError::InvalidTarget(format!("{target} sat/vB")))?
-                            .plan();
+
+        // A replacement whose change cannot pay gets a second try with the owner's coins.
+        if planned.iter().any(|option| option.needs_more_coins) {
+            match self.find_coins(&mut owner).await {
+                Ok(coins) => {
+                    for coin in &coins {
+                        previous.insert(coin.outpoint.txid, coin.previous.clone());
                     }
-                    Err(error) => data_gaps.push(error),
-                },
-                None => data_gaps
-                    .push("looking up the owner's other coins needs an Esplora backend".to_owned()),
+                    planned = Planner::new(&view, &owner, &previous, &settings, &coins)
+                        .ok_or_else(invalid_target)?
+                        .plan();
+                }
+                Err(gap) => data_gaps.push(gap),
             }
         }
-        let recommended = options_planned
-            .iter()
-            .find(|option| option.possible)
-            .map(|option| option.kind);
         if !facts.cluster_complete {
             data_gaps.push(
                 "not every unconfirmed relative could be fetched: the minimums may be too low"
                     .to_owned(),
             );
         }
+        let recommended = planned
+            .iter()
+            .find(|option| option.possible)
+            .map(|option| option.kind);
         Ok(BumpPlan {
             txid: request.txid,
             target_sat_per_vb: target,
             current_effective_fee_rate_sat_per_vb: current,
             policy: options.policy_version,
-            options: options_planned,
+            options: planned,
             recommended,
             data_gaps,
         })
+    }
+
+    /// Fetches `txid` and checks that it is unconfirmed and touches the owner's scripts.
+    async fn owned_unconfirmed(
+        &self,
+        txid: Txid,
+        owner: &Owner,
+    ) -> Result<Arc<ChainTx>, BumpError> {
+        let tx = self
+            .doctor
+            .source()
+            .transaction(txid)
+            .await?
+            .ok_or(BumpError::NotFound(txid))?;
+        if let crate::chain::TxStatus::Confirmed { block_height, .. } = tx.status {
+            return Err(BumpError::Confirmed {
+                txid,
+                height: block_height,
+            });
+        }
+        let spent = tx.prevouts.iter().map(|prevout| &prevout.script_pubkey);
+        let paid = tx.tx.output.iter().map(|output| &output.script_pubkey);
+        if !spent.chain(paid).any(|script| owner.owns(script).is_some()) {
+            return Err(BumpError::NothingOwned(txid));
+        }
+        Ok(tx)
+    }
+
+    /// Turns the requested target into a rate in sat/vB.
+    fn resolve_target(&self, target: Target, facts: &MempoolFacts) -> Result<Decimal, BumpError> {
+        match target {
+            Target::FeeRate(rate) if rate > Decimal::ZERO => Ok(rate),
+            Target::FeeRate(rate) => Err(BumpError::InvalidTarget(format!(
+                "{rate} sat/vB is not a positive fee rate"
+            ))),
+            Target::Blocks(0) => Err(BumpError::InvalidTarget(
+                "0 blocks; give 1 or more".to_owned(),
+            )),
+            Target::Blocks(blocks) => Ok(rate_for_blocks(
+                facts.mempool.as_deref(),
+                facts.estimates.as_deref(),
+                &self.doctor.options().policy,
+                blocks,
+            )),
+        }
+    }
+
+    /// Fetches the transactions `tx` spends, with `tx` itself, for the PSBTs'
+    /// `non_witness_utxo`. One that cannot be fetched is left out, and the PSBT that would
+    /// need it reports that.
+    async fn previous_transactions(&self, tx: &ChainTx) -> HashMap<Txid, Transaction> {
+        let source = self.doctor.source();
+        let parents = tx
+            .tx
+            .input
+            .iter()
+            .map(|input| source.transaction(input.previous_output.txid));
+        let mut previous: HashMap<Txid, Transaction> = HashMap::from([(tx.txid, tx.tx.clone())]);
+        for parent in join_all(parents).await.into_iter().flatten().flatten() {
+            previous.insert(parent.txid, parent.tx.clone());
+        }
+        previous
+    }
+
+    /// Finds the owner's confirmed coins: the known ones, or a scan through Esplora. The
+    /// error is a data gap for the plan.
+    async fn find_coins(&self, owner: &mut Owner) -> Result<Vec<coins::Coin>, String> {
+        match (&self.known_coins, &self.esplora) {
+            (Some(known), _) => {
+                let owned = known
+                    .iter()
+                    .filter(|coin| owner.owns(&coin.txout.script_pubkey).is_some());
+                Ok(owned.cloned().collect())
+            }
+            (None, Some(client)) => {
+                coins::confirmed_coins(owner, client, self.progress.as_ref()).await
+            }
+            (None, None) => {
+                Err("looking up the owner's other coins needs an Esplora backend".to_owned())
+            }
+        }
     }
 }

@@ -16,10 +16,10 @@ use crate::bitcoin::{NetworkKind, Psbt, ScriptBuf};
 use crate::config::Network;
 use crate::input::looks_like_private_key;
 
-/// Why the descriptors cannot be used.
+/// Errors of descriptor parsing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DescriptorError {
-    /// A descriptor or key holds private material; it is not repeated.
+    /// A descriptor or key contains private material, which is not repeated.
     #[error(
         "descriptor {position} contains a private key; give the public descriptor only (xpub or tpub keys), and never share the private one"
     )]
@@ -32,7 +32,7 @@ pub enum DescriptorError {
     Invalid {
         /// Position among the descriptors given, from 1.
         position: usize,
-        /// What is wrong.
+        /// The parser's reason.
         reason: String,
     },
     /// The keys are for another network.
@@ -50,7 +50,7 @@ pub enum DescriptorError {
     Missing,
 }
 
-/// Where a script sits in the owner's wallets.
+/// The place of a script in the owner's wallets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ownership {
     /// Which wallet.
@@ -62,7 +62,7 @@ pub struct Ownership {
 }
 
 impl Ownership {
-    /// Whether the script is on a change keychain.
+    /// Returns whether the script is on a change keychain.
     pub fn is_change(&self) -> bool {
         self.keychain == KeychainKind::Internal
     }
@@ -232,12 +232,12 @@ impl Owner {
         self.wallets.len()
     }
 
-    /// The wallet at `index`.
+    /// Returns the wallet at `index`.
     pub fn wallet(&self, index: usize) -> Option<&Wallet> {
         self.wallets.get(index).map(|owned| &owned.wallet)
     }
 
-    /// The wallet at `index`, for applying a scan.
+    /// Returns the wallet at `index` mutably, for applying a scan.
     pub fn wallet_mut(&mut self, index: usize) -> Option<&mut Wallet> {
         self.wallets.get_mut(index).map(|owned| &mut owned.wallet)
     }
@@ -259,7 +259,7 @@ impl Owner {
         })
     }
 
-    /// The descriptor of `ownership`, derived at its index.
+    /// Derives the descriptor of `ownership` at its index.
     pub fn derived(&self, ownership: Ownership) -> Option<Descriptor<DefiniteDescriptorKey>> {
         let owned = self.wallets.get(ownership.wallet)?;
         let keychain = if owned.single_change {

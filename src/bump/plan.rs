@@ -20,7 +20,7 @@ use crate::policy::{
     TRUC_CHILD_MAX_VSIZE, TRUC_VERSION, fee_to_reach, joining_chunk,
 };
 
-/// Which kinds of bump to build.
+/// Kinds of bump to build.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize, clap::ValueEnum,
 )]
@@ -51,12 +51,12 @@ pub enum BumpKind {
     Cpfp,
 }
 
-/// What the planner needs beyond the cluster and the owner.
+/// Settings of one plan, beyond the cluster and the owner.
 #[derive(Debug, Clone)]
 pub struct PlanSettings {
     /// The fee rate to reach, in sat/vB.
     pub target: Decimal,
-    /// Which kinds to build.
+    /// Kinds of bump to build.
     pub strategy: Strategy,
     /// Whether an output paid to someone else may be reduced.
     pub allow_payment_decrease: bool,
@@ -66,13 +66,13 @@ pub struct PlanSettings {
     pub force: bool,
     /// Relay policy constants.
     pub policy: RelayPolicy,
-    /// Which replacement rules to satisfy.
+    /// Replacement rules to satisfy.
     pub policy_version: PolicyVersion,
     /// Network, for addresses in the report.
     pub network: Network,
 }
 
-/// How one output fares in a bump.
+/// One output's value before and after a bump.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct OutputChange {
     /// Address, or the script in hex when it has none.
@@ -92,7 +92,7 @@ pub struct PlannedBump {
     pub kind: BumpKind,
     /// Whether it can be done.
     pub possible: bool,
-    /// Why not, when it cannot.
+    /// The reason it cannot be done, when it cannot.
     pub reason: Option<String>,
     /// Smallest fee nodes accept for it under the chosen policy, in satoshis.
     pub minimum_fee_sat: Option<u64>,
@@ -100,7 +100,7 @@ pub struct PlannedBump {
     pub binding_rule: Option<BindingRule>,
     /// Fee the new transaction pays.
     pub fee_sat: Option<u64>,
-    /// What it costs beyond what the original already pays.
+    /// Fee beyond what the original already pays.
     pub added_fee_sat: Option<u64>,
     /// Estimated virtual size of the new transaction, signed with the largest signatures.
     pub vsize: Option<u64>,
@@ -111,7 +111,7 @@ pub struct PlannedBump {
     pub replaces: Vec<Txid>,
     /// Unconfirmed ancestors whose fee it pays for.
     pub pays_for: Vec<Txid>,
-    /// How each output changes.
+    /// Every output's value before and after.
     pub outputs: Vec<OutputChange>,
     /// The PSBT in base64, ready for a signer.
     pub psbt: Option<String>,
@@ -182,7 +182,7 @@ pub struct Planner<'a> {
 }
 
 impl<'a> Planner<'a> {
-    /// Creates a planner. `previous` holds the full transactions the stuck one and
+    /// Creates a planner. `previous` contains the full transactions the stuck one and
     /// `extra_coins` spend, for the PSBTs' `non_witness_utxo`; `extra_coins` are the owner's
     /// confirmed coins a replacement may add when its change cannot pay.
     pub fn new(
@@ -216,7 +216,7 @@ impl<'a> Planner<'a> {
             .map_or_else(|_| script.to_hex_string(), |address| address.to_string())
     }
 
-    /// Builds every kind the strategy asks for, cheapest possible first.
+    /// Builds every kind the strategy names, cheapest possible first.
     pub fn plan(&self) -> Vec<PlannedBump> {
         let strategy = self.settings.strategy;
         let mut options = Vec::new();
@@ -274,37 +274,63 @@ impl<'a> Planner<'a> {
         (kept, remap(&self.view.parents[self.view.focus]))
     }
 
+    /// The stuck transaction and its descendants, which a replacement evicts.
+    fn evicted(&self) -> Vec<usize> {
+        let mut evicted = self.view.descendants_of(self.view.focus);
+        evicted.push(self.view.focus);
+        evicted.sort_unstable();
+        evicted
+    }
+
+    /// A fresh script of the wallet that owns `owned_script`, unused in the cluster.
+    fn fresh_script_beside(&self, owned_script: &ScriptBuf) -> Option<ScriptBuf> {
+        let wallet = self
+            .owner
+            .owns(owned_script)
+            .map_or(0, |owned| owned.wallet);
+        let used: Vec<ScriptBuf> = self
+            .view
+            .txs
+            .iter()
+            .flat_map(|tx| {
+                tx.tx
+                    .output
+                    .iter()
+                    .map(|output| output.script_pubkey.clone())
+            })
+            .collect();
+        self.owner.fresh_change_script(wallet, &used)
+    }
+
+    /// The stuck transaction unsigned, every input signalling replaceability.
+    fn unsigned_copy(&self) -> Transaction {
+        let focus = self.focus();
+        let signalling = |input: &TxIn| TxIn {
+            previous_output: input.previous_output,
+            sequence: Sequence::ENABLE_RBF_NO_LOCKTIME,
+            ..TxIn::default()
+        };
+        Transaction {
+            version: focus.version,
+            lock_time: focus.lock_time,
+            input: focus.input.iter().map(signalling).collect(),
+            output: focus.output.clone(),
+        }
+    }
+
     fn replacement(&self, kind: BumpKind) -> PlannedBump {
         if let Err(reason) = self.owns_all_inputs() {
             return PlannedBump::impossible(kind, reason);
         }
-        let focus = self.focus();
         let prevouts = self.view.txs[self.view.focus].prevouts.clone();
-        let input_total: u64 = prevouts.iter().map(|prevout| prevout.value.to_sat()).sum();
-        let mut tx = Transaction {
-            version: focus.version,
-            lock_time: focus.lock_time,
-            input: focus
-                .input
-                .iter()
-                .map(|input| TxIn {
-                    previous_output: input.previous_output,
-                    sequence: Sequence::ENABLE_RBF_NO_LOCKTIME,
-                    ..TxIn::default()
-                })
-                .collect(),
-            output: focus.output.clone(),
-        };
+        let evicted = self.evicted();
+        let mut tx = self.unsigned_copy();
+
         // The output that absorbs the fee: the owner's change, a payment, or a new refund.
         let absorbing = match kind {
             BumpKind::RbfKeepPayment => match self.change_output() {
                 Some(index) => index,
-                None => {
-                    let mut evicted = self.view.descendants_of(self.view.focus);
-                    evicted.push(self.view.focus);
-                    evicted.sort_unstable();
-                    return self.with_coins(kind, tx, prevouts, &evicted, None);
-                }
+                None => return self.with_coins(kind, tx, prevouts, &evicted, None),
             },
             BumpKind::RbfReducePayment => match self.largest_payment() {
                 Some(index) => index,
@@ -316,22 +342,7 @@ impl<'a> Planner<'a> {
                 }
             },
             BumpKind::Cancel | BumpKind::Cpfp => {
-                let owner_wallet = self
-                    .owner
-                    .owns(&prevouts[0].script_pubkey)
-                    .map_or(0, |owned| owned.wallet);
-                let avoid: Vec<ScriptBuf> = self
-                    .view
-                    .txs
-                    .iter()
-                    .flat_map(|tx| {
-                        tx.tx
-                            .output
-                            .iter()
-                            .map(|output| output.script_pubkey.clone())
-                    })
-                    .collect();
-                let Some(refund) = self.owner.fresh_change_script(owner_wallet, &avoid) else {
+                let Some(refund) = self.fresh_script_beside(&prevouts[0].script_pubkey) else {
                     return PlannedBump::impossible(
                         kind,
                         "no fresh owner address could be derived",
@@ -344,17 +355,6 @@ impl<'a> Planner<'a> {
                 0
             }
         };
-        let mut evicted = self.view.descendants_of(self.view.focus);
-        evicted.push(self.view.focus);
-        evicted.sort_unstable();
-        let others_total = |tx: &Transaction| -> u64 {
-            tx.output
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| *i != absorbing)
-                .map(|(_, output)| output.value.to_sat())
-                .sum()
-        };
         let Some((fee_sat, minimum)) = self.price_replacement(&tx, &prevouts, &evicted) else {
             return PlannedBump::impossible(kind, "an input's script type cannot be sized");
         };
@@ -362,52 +362,65 @@ impl<'a> Planner<'a> {
             Ok(minimum) => minimum,
             Err(error) => return PlannedBump::impossible(kind, error.to_string()),
         };
-        let available = input_total.saturating_sub(others_total(&tx));
-        let absorbing_script = tx.output[absorbing].script_pubkey.clone();
-        let remaining = available.checked_sub(fee_sat);
-        let dust = self.settings.policy.dust_threshold(&absorbing_script);
-        match remaining {
-            Some(value) if value >= dust => tx.output[absorbing].value = Amount::from_sat(value),
-            _ if kind == BumpKind::RbfKeepPayment && tx.output.len() > 1 => {
-                // Dropping the change pays all of it as fee; try that before giving up.
-                let mut without_change = tx.clone();
-                without_change.output.remove(absorbing);
-                let Some((fee_without, minimum_without)) =
-                    self.price_replacement(&without_change, &prevouts, &evicted)
-                else {
-                    return PlannedBump::impossible(kind, "an input's script type cannot be sized");
-                };
-                let pays = input_total - others_total(&tx);
-                let enough = minimum_without
-                    .as_ref()
-                    .is_ok_and(|minimum| pays >= minimum.fee_sat.max(fee_without));
-                if !enough {
-                    return self.with_coins(kind, tx, prevouts, &evicted, Some(absorbing));
-                }
-                return self.finish(
-                    kind,
-                    without_change,
-                    &prevouts,
-                    &evicted,
-                    pays,
-                    minimum_without.ok(),
-                );
-            }
-            _ => {
-                let what = if kind == BumpKind::RbfReducePayment {
-                    "the payment"
-                } else {
-                    "the inputs"
-                };
-                return PlannedBump::impossible(
-                    kind,
-                    format!(
-                        "{what} cannot pay the {fee_sat} sat fee and keep an output above the {dust} sat dust limit"
-                    ),
-                );
-            }
+        let input_total: u64 = prevouts.iter().map(|prevout| prevout.value.to_sat()).sum();
+        let others: u64 = tx
+            .output
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != absorbing)
+            .map(|(_, output)| output.value.to_sat())
+            .sum();
+        let available = input_total.saturating_sub(others);
+        let dust = self
+            .settings
+            .policy
+            .dust_threshold(&tx.output[absorbing].script_pubkey);
+        if let Some(value) = available
+            .checked_sub(fee_sat)
+            .filter(|value| *value >= dust)
+        {
+            tx.output[absorbing].value = Amount::from_sat(value);
+            return self.finish(kind, tx, &prevouts, &evicted, fee_sat, Some(minimum));
         }
-        self.finish(kind, tx, &prevouts, &evicted, fee_sat, Some(minimum))
+        if kind == BumpKind::RbfKeepPayment && tx.output.len() > 1 {
+            return self.without_change(kind, tx, prevouts, &evicted, absorbing, available);
+        }
+        let what = if kind == BumpKind::RbfReducePayment {
+            "the payment"
+        } else {
+            "the inputs"
+        };
+        PlannedBump::impossible(
+            kind,
+            format!(
+                "{what} cannot pay the {fee_sat} sat fee and keep an output above the {dust} sat dust limit"
+            ),
+        )
+    }
+
+    /// Drops a change output too small to pay the fee, paying all of it as fee, when that
+    /// meets the minimum and the target; otherwise adds the owner's coins.
+    fn without_change(
+        &self,
+        kind: BumpKind,
+        tx: Transaction,
+        prevouts: Vec<TxOut>,
+        evicted: &[usize],
+        change: usize,
+        available: u64,
+    ) -> PlannedBump {
+        let mut smaller = tx.clone();
+        smaller.output.remove(change);
+        let Some((fee_needed, minimum)) = self.price_replacement(&smaller, &prevouts, evicted)
+        else {
+            return PlannedBump::impossible(kind, "an input's script type cannot be sized");
+        };
+        match minimum {
+            Ok(minimum) if available >= minimum.fee_sat.max(fee_needed) => {
+                self.finish(kind, smaller, &prevouts, evicted, available, Some(minimum))
+            }
+            _ => self.with_coins(kind, tx, prevouts, evicted, Some(change)),
+        }
     }
 
     /// Adds the owner's confirmed coins, largest first, until the change (kept, or new)
@@ -430,22 +443,7 @@ impl<'a> Planner<'a> {
         let change = match change {
             Some(index) => index,
             None => {
-                let wallet = self
-                    .owner
-                    .owns(&prevouts[0].script_pubkey)
-                    .map_or(0, |owned| owned.wallet);
-                let avoid: Vec<ScriptBuf> = self
-                    .view
-                    .txs
-                    .iter()
-                    .flat_map(|tx| {
-                        tx.tx
-                            .output
-                            .iter()
-                            .map(|output| output.script_pubkey.clone())
-                    })
-                    .collect();
-                let Some(script) = self.owner.fresh_change_script(wallet, &avoid) else {
+                let Some(script) = self.fresh_script_beside(&prevouts[0].script_pubkey) else {
                     return PlannedBump::impossible(
                         kind,
                         "no fresh owner address could be derived for the change",
@@ -706,10 +704,9 @@ impl<'a> Planner<'a> {
         Ok(psbt)
     }
 
-    fn child(&self) -> PlannedBump {
-        let kind = BumpKind::Cpfp;
-        let focus_index = self.view.focus;
-        let focus_txid = self.view.txs[focus_index].txid;
+    /// The owner's largest output of the stuck transaction that nothing spends yet.
+    fn spendable_owned_output(&self) -> Option<(u32, TxOut)> {
+        let focus_txid = self.view.txs[self.view.focus].txid;
         let spent: Vec<u32> = self
             .view
             .txs
@@ -718,64 +715,54 @@ impl<'a> Planner<'a> {
             .filter(|input| input.previous_output.txid == focus_txid)
             .map(|input| input.previous_output.vout)
             .collect();
-        let candidate = self
-            .focus()
-            .output
-            .iter()
-            .enumerate()
-            .filter(|(vout, output)| {
-                u32::try_from(*vout).is_ok_and(|vout| !spent.contains(&vout))
-                    && self.owner.owns(&output.script_pubkey).is_some()
-            })
-            .max_by_key(|(_, output)| output.value);
-        let Some((vout, output)) = candidate else {
+        let outputs = self.focus().output.iter().enumerate();
+        let owned = outputs.filter_map(|(vout, output)| {
+            let vout = u32::try_from(vout).ok()?;
+            let unspent_and_owned =
+                !spent.contains(&vout) && self.owner.owns(&output.script_pubkey).is_some();
+            unspent_and_owned.then(|| (vout, output.clone()))
+        });
+        owned.max_by_key(|(_, output)| output.value)
+    }
+
+    fn child(&self) -> PlannedBump {
+        let kind = BumpKind::Cpfp;
+        let focus_index = self.view.focus;
+        let Some((vout, output)) = self.spendable_owned_output() else {
             return PlannedBump::impossible(
                 kind,
                 "no unspent output of the stuck transaction is the owner's",
             );
         };
         let truc = self.focus().version.0 == TRUC_VERSION;
-        // A TRUC parent takes one child: a new child evicts the existing one (sibling eviction).
-        let evicted: Vec<usize> = if truc {
-            self.view.descendants_of(focus_index)
-        } else {
-            Vec::new()
-        };
         if !truc && self.view.txs.len() >= CLUSTER_COUNT_LIMIT {
             return PlannedBump::impossible(
                 kind,
                 format!("the cluster already holds {CLUSTER_COUNT_LIMIT} transactions, the limit"),
             );
         }
-        let owned = self
-            .owner
-            .owns(&output.script_pubkey)
-            .map_or(0, |owned| owned.wallet);
-        let avoid: Vec<ScriptBuf> = self
-            .view
-            .txs
-            .iter()
-            .flat_map(|tx| {
-                tx.tx
-                    .output
-                    .iter()
-                    .map(|output| output.script_pubkey.clone())
-            })
-            .collect();
-        let Some(script) = self.owner.fresh_change_script(owned, &avoid) else {
+        // A TRUC parent takes one child, so a new child evicts the existing one (sibling
+        // eviction) and must pay for it as a replacement would.
+        let evicted: Vec<usize> = if truc {
+            self.view.descendants_of(focus_index)
+        } else {
+            Vec::new()
+        };
+        let Some(script) = self.fresh_script_beside(&output.script_pubkey) else {
             return PlannedBump::impossible(kind, "no fresh owner address could be derived");
         };
+        let version = if truc {
+            self.focus().version
+        } else {
+            crate::bitcoin::transaction::Version::TWO
+        };
         let mut child = Transaction {
-            version: if truc {
-                self.focus().version
-            } else {
-                crate::bitcoin::transaction::Version::TWO
-            },
+            version,
             lock_time: crate::bitcoin::absolute::LockTime::ZERO,
             input: vec![TxIn {
                 previous_output: OutPoint {
-                    txid: focus_txid,
-                    vout: u32::try_from(vout).unwrap_or(u32::MAX),
+                    txid: self.view.txs[focus_index].txid,
+                    vout,
                 },
                 sequence: Sequence::ENABLE_RBF_NO_LOCKTIME,
                 ..TxIn::default()
@@ -795,19 +782,9 @@ impl<'a> Planner<'a> {
                 format!("a TRUC child may be at most {TRUC_CHILD_MAX_VSIZE} vB"),
             );
         }
-        let minimum = if evicted.is_empty() {
-            None
-        } else {
-            let case = ReplacementCase {
-                mempool: self.view.mempool_txs(&evicted),
-                replacement_weight: weight,
-                replacement_vsize: vsize,
-                replacement_parents: vec![focus_index],
-            };
-            match case.minimum_fee(&self.settings.policy, self.settings.policy_version) {
-                Ok(minimum) => Some(minimum),
-                Err(error) => return PlannedBump::impossible(kind, error.to_string()),
-            }
+        let minimum = match self.sibling_minimum(&evicted, weight, vsize) {
+            Ok(minimum) => minimum,
+            Err(error) => return PlannedBump::impossible(kind, error.to_string()),
         };
         let (kept, _) = self.kept_cluster(&evicted);
         let parent = focus_index - evicted.iter().filter(|&&gone| gone < focus_index).count();
@@ -822,13 +799,11 @@ impl<'a> Planner<'a> {
             .checked_sub(fee_sat)
             .filter(|value| *value >= dust)
         else {
-            return PlannedBump::impossible(
-                kind,
-                format!(
-                    "the owner's output of {} sat cannot pay the {fee_sat} sat fee and stay above the {dust} sat dust limit",
-                    output.value.to_sat()
-                ),
+            let reason = format!(
+                "the owner's output of {} sat cannot pay the {fee_sat} sat fee and stay above the {dust} sat dust limit",
+                output.value.to_sat()
             );
+            return PlannedBump::impossible(kind, reason);
         };
         child.output[0].value = Amount::from_sat(value);
         let chunk = joining_chunk(&kept, &[parent], vsize, fee_sat);
@@ -846,5 +821,31 @@ impl<'a> Planner<'a> {
         );
         planned.pays_for = joining.paid_for.iter().map(|&i| kept_txids[i]).collect();
         planned
+    }
+
+    /// The replacement minimum a TRUC child pays to evict its sibling; `None` when there is
+    /// no sibling.
+    fn sibling_minimum(
+        &self,
+        evicted: &[usize],
+        weight: u64,
+        vsize: u64,
+    ) -> Result<Option<crate::policy::ReplacementMinimum>, crate::policy::ReplacementError> {
+        if evicted.is_empty() {
+            return Ok(None);
+        }
+        // The sibling, not the parent, is what the new child conflicts with.
+        let mut mempool = self.view.mempool_txs(evicted);
+        for (index, tx) in mempool.iter_mut().enumerate() {
+            tx.direct_conflict = evicted.contains(&index);
+        }
+        let case = ReplacementCase {
+            mempool,
+            replacement_weight: weight,
+            replacement_vsize: vsize,
+            replacement_parents: vec![self.view.focus],
+        };
+        case.minimum_fee(&self.settings.policy, self.settings.policy_version)
+            .map(Some)
     }
 }
