@@ -107,11 +107,13 @@ impl Doctor {
             raw: raw.clone(),
             conflicts: Vec::new(),
             missing_parents: Vec::new(),
+            fee_rate_sat_per_vb: None,
             gaps: Vec::new(),
         };
         let Some(raw) = raw else {
             return Ok(facts);
         };
+        facts.fee_rate_sat_per_vb = self.fee_rate_of_raw(&raw).await;
         let outpoints: Vec<OutPoint> = raw
             .input
             .iter()
@@ -141,6 +143,39 @@ impl Doctor {
             }
         }
         Ok(facts)
+    }
+
+    /// Computes the fee rate of a raw transaction from its parents, when every parent can
+    /// be fetched; `None` otherwise.
+    async fn fee_rate_of_raw(&self, raw: &Transaction) -> Option<rust_decimal::Decimal> {
+        let parents = raw
+            .input
+            .iter()
+            .map(|input| self.source.transaction(input.previous_output.txid));
+        let mut prevouts = Vec::with_capacity(raw.input.len());
+        for (input, parent) in raw.input.iter().zip(join_all(parents).await) {
+            let parent = parent.ok()??;
+            prevouts.push(
+                parent
+                    .tx
+                    .output
+                    .get(input.previous_output.vout as usize)?
+                    .clone(),
+            );
+        }
+        let status = crate::chain::TxStatus::Unconfirmed;
+        let backend = self.source.name();
+        let checked = ChainTx::checked(
+            backend,
+            raw.compute_txid(),
+            raw.clone(),
+            prevouts,
+            None,
+            status,
+        )
+        .ok()?;
+        let size = crate::analysis::size::TxSize::of(&checked, &self.options.policy);
+        Some(size.rate_of(checked.fee.to_sat()).sat_per_vb(2))
     }
 
     /// The analysis options in force.

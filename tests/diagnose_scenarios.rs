@@ -795,3 +795,67 @@ async fn api_health() {
         .expect("JSON");
     assert_eq!(body["status"], "ok");
 }
+
+#[tokio::test]
+async fn concurrent_cold_requests_share_backend_calls() {
+    let scenario = Scenario::load("s12_receiver_child");
+    let replay = support::start(scenario.routes.clone()).await;
+    let doctor = Arc::new(doctor_for(&replay.url));
+    let txid: Txid = scenario.focus().parse().expect("txid");
+    let requests: Vec<_> = (0..50)
+        .map(|_| {
+            let doctor = doctor.clone();
+            tokio::spawn(async move { doctor.diagnose(txid, None).await })
+        })
+        .collect();
+    for request in requests {
+        request.await.expect("joins").expect("diagnosis");
+    }
+    let hits = replay.all_hits();
+    assert!(!hits.is_empty());
+    for (path, count) in hits {
+        assert_eq!(count, 1, "{path} was fetched {count} times");
+    }
+}
+
+#[tokio::test]
+async fn unspent_inputs_mean_possibly_dropped() {
+    // A transaction spending the still-unspent change of the s01 payment: the backend
+    // does not know it, and its input is unspent, so it was dropped or never sent.
+    use txdoctor::bitcoin;
+    let scenario = Scenario::load("s01_signal_low_fee");
+    let replay = support::start(scenario.routes.clone()).await;
+    let parent: Txid = scenario.focus().parse().expect("txid");
+    let dropped = bitcoin::Transaction {
+        version: bitcoin::transaction::Version::TWO,
+        lock_time: bitcoin::absolute::LockTime::ZERO,
+        input: vec![bitcoin::TxIn {
+            previous_output: bitcoin::OutPoint {
+                txid: parent,
+                vout: 1,
+            },
+            ..Default::default()
+        }],
+        output: vec![bitcoin::TxOut {
+            value: bitcoin::Amount::from_sat(39_999_000),
+            script_pubkey: bitcoin::ScriptBuf::new_op_return([0u8; 4]),
+        }],
+    };
+    let diagnosis = doctor_for(&replay.url)
+        .diagnose(dropped.compute_txid(), Some(dropped))
+        .await
+        .expect("diagnosis");
+    let diagnosis = serde_json::to_value(&diagnosis).expect("serializes");
+    assert_eq!(diagnosis["verdict"]["cause"], "possibly_dropped");
+    assert_eq!(diagnosis["status"]["inputs_checked"], true);
+    // 859 sat over the 66 vB of the unsigned transaction as given.
+    assert!(
+        diagnosis["verdict"]["headline"]
+            .as_str()
+            .expect("headline")
+            .contains("It pays 13.02 sat/vB"),
+        "{}",
+        diagnosis["verdict"]["headline"]
+    );
+    assert_eq!(diagnosis["triage"]["priority"], "high");
+}

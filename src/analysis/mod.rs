@@ -178,6 +178,8 @@ pub struct MissingFacts {
     pub conflicts: Vec<Conflict>,
     /// Inputs whose previous transaction the backend does not know either.
     pub missing_parents: Vec<OutPoint>,
+    /// Fee rate of the raw transaction in sat/vB, when its parents could be fetched.
+    pub fee_rate_sat_per_vb: Option<Decimal>,
     /// Gaps found while fetching.
     pub gaps: Vec<String>,
 }

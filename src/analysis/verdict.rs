@@ -249,8 +249,13 @@ pub fn missing(facts: &MissingFacts) -> Verdict {
     } else if facts.raw.is_some() {
         (
             Cause::PossiblyDropped,
-            "Not found, and its inputs are still unspent: it was dropped or never broadcast."
-                .to_owned(),
+            match facts.fee_rate_sat_per_vb {
+                Some(rate) => format!(
+                    "Not found, and its inputs are still unspent: it was dropped or never broadcast. It pays {rate} sat/vB."
+                ),
+                None => "Not found, and its inputs are still unspent: it was dropped or never broadcast."
+                    .to_owned(),
+            },
             "Nodes do not have this transaction. It may never have been broadcast, or it was \
              dropped for paying less than the mempool minimum fee or after 14 days unconfirmed. \
              The coins are still the sender's: broadcast it again, or send a new transaction \
