@@ -343,3 +343,50 @@ async fn bad_config_file_is_bad_input() {
     assert_eq!(code, Some(2));
     assert!(stderr.contains("invalid config file"), "{stderr}");
 }
+
+#[tokio::test]
+async fn backend_from_environment() {
+    let replay = support::start(Scenario::load("s01_signal_low_fee").routes).await;
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_txdoctor"))
+        .args(["diagnose", "--json", FOCUS])
+        .env("TXDOCTOR_ESPLORA_URL", &replay.url)
+        .env("TXDOCTOR_NETWORK", "regtest")
+        .env_remove("TXDOCTOR_CONFIG")
+        .output()
+        .await
+        .expect("the binary runs");
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let diagnosis: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(diagnosis["backend"], format!("esplora {}", replay.url));
+}
+
+#[tokio::test]
+async fn config_file_sets_backend() {
+    let replay = support::start(Scenario::load("s01_signal_low_fee").routes).await;
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let path = directory.path().join("txdoctor.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "network = \"regtest\"\nesplora_url = \"{}\"\n[policy]\nversion = \"v31\"\n",
+            replay.url
+        ),
+    )
+    .expect("write config");
+    let (code, stdout, stderr) = cli(&[
+        "--config",
+        path.to_str().expect("utf-8 path"),
+        "diagnose",
+        "--json",
+        FOCUS,
+    ])
+    .await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let diagnosis: Value = serde_json::from_str(&stdout).expect("JSON");
+    assert_eq!(diagnosis["txid"], FOCUS);
+}
