@@ -325,7 +325,7 @@ async fn psbt_check(
     let psbt = check::parse_psbt(&body.psbt).map_err(|error| {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_psbt", error.to_string())
     })?;
-    let report = check::check(&state.doctor, &psbt)
+    let report = check::check(&state.doctor, &psbt, state.bumper.config().max_fee_sat)
         .await
         .map_err(|error| match error {
             CheckError::InvalidPsbt(reason) => {

@@ -279,7 +279,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         }
         Command::Psbt {
             command: PsbtCommand::Check { file, json },
-        } => ExitCode::from(psbt_check_command(&doctor, &file, json).await),
+        } => ExitCode::from(psbt_check_command(&doctor, &file, json, config.max_fee_sat).await),
         Command::Serve { .. } => serve(doctor, &config).await,
     }
 }
@@ -393,27 +393,33 @@ pub fn bump_report(plan: &BumpPlan) -> String {
     out
 }
 
-async fn psbt_check_command(doctor: &Doctor, file: &std::path::Path, json: bool) -> u8 {
-    let text = if file == std::path::Path::new("-") {
-        std::io::read_to_string(std::io::stdin())
+async fn psbt_check_command(
+    doctor: &Doctor,
+    file: &std::path::Path,
+    json: bool,
+    max_fee_sat: u64,
+) -> u8 {
+    let bytes = if file == std::path::Path::new("-") {
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut bytes).map(|_| bytes)
     } else {
-        std::fs::read_to_string(file)
+        std::fs::read(file)
     };
-    let text = match text {
-        Ok(text) => text,
+    let bytes = match bytes {
+        Ok(bytes) => bytes,
         Err(error) => {
             eprintln!("error: failed to read {}: {error}", file.display());
             return EXIT_BAD_INPUT;
         }
     };
-    let psbt = match check::parse_psbt(&text) {
+    let psbt = match check::parse_psbt_bytes(&bytes) {
         Ok(psbt) => psbt,
         Err(error) => {
             eprintln!("error: {error}");
             return EXIT_BAD_INPUT;
         }
     };
-    let report = match check::check(doctor, &psbt).await {
+    let report = match check::check(doctor, &psbt, max_fee_sat).await {
         Ok(report) => report,
         Err(error) => {
             eprintln!("error: {error}");

@@ -1103,3 +1103,172 @@ async fn truc_child_evicts_its_sibling() {
     // 10 sat/vB over the parent's 141 vB and the child's 110 vB, less the parent's 282 sat.
     assert_eq!(cpfp.fee_sat, Some(2228));
 }
+
+async fn check_report(scenario: &Scenario, psbt: &Psbt) -> txdoctor::bump::check::PsbtReport {
+    let replay = support::start(scenario.routes.clone()).await;
+    let esplora = EsploraSource::new(EsploraOptions {
+        max_retries: 0,
+        ..EsploraOptions::new(&replay.url)
+    })
+    .expect("client builds");
+    let doctor = Doctor::new(
+        Arc::new(esplora),
+        Arc::new(History::in_memory()),
+        AnalysisOptions::default(),
+    );
+    txdoctor::bump::check::check(&doctor, psbt, 1_000_000)
+        .await
+        .expect("report")
+}
+
+async fn rbf_psbt(scenario: &Scenario) -> Psbt {
+    let plan = plan(
+        scenario,
+        &request(
+            scenario,
+            "alice",
+            Target::FeeRate(Decimal::from(20)),
+            Strategy::Rbf,
+        ),
+    )
+    .await;
+    Psbt::from_str(
+        option(&plan, BumpKind::RbfKeepPayment)
+            .psbt
+            .as_deref()
+            .expect("psbt"),
+    )
+    .expect("PSBT")
+}
+
+#[tokio::test]
+async fn check_catches_understated_input() {
+    // witness_utxo claims 10,000,000 sat less than the coin holds, and the change is
+    // lowered to match: the real fee would be 10,000,000 sat higher than it looks.
+    let scenario = Scenario::load("s01_signal_low_fee");
+    let mut psbt = rbf_psbt(&scenario).await;
+    let honest = check_report(&scenario, &psbt).await;
+    assert!(honest.ready_for_signer, "{:?}", honest.problems);
+    let understated = psbt.inputs[0]
+        .witness_utxo
+        .as_ref()
+        .expect("witness_utxo")
+        .value
+        - txdoctor::bitcoin::Amount::from_sat(10_000_000);
+    psbt.inputs[0]
+        .witness_utxo
+        .as_mut()
+        .expect("witness_utxo")
+        .value = understated;
+    let change = psbt
+        .unsigned_tx
+        .output
+        .iter()
+        .position(|output| output.value.to_sat() != 10_000_000)
+        .expect("change");
+    psbt.unsigned_tx.output[change].value =
+        psbt.unsigned_tx.output[change].value - txdoctor::bitcoin::Amount::from_sat(10_000_000);
+    let report = check_report(&scenario, &psbt).await;
+    assert!(!report.ready_for_signer);
+    assert_eq!(
+        report.fee_sat,
+        Some(honest.fee_sat.expect("fee") + 10_000_000),
+        "the fee comes from the chain"
+    );
+    let problems = report.problems.join("\n");
+    assert!(
+        problems.contains(
+            "witness_utxo states 40000000 sat but its previous transaction pays 50000000 sat"
+        ),
+        "{problems}"
+    );
+    assert!(problems.contains("exceeds the ceiling"), "{problems}");
+}
+
+#[tokio::test]
+async fn check_catches_duplicate_input() {
+    let scenario = Scenario::load("s01_signal_low_fee");
+    let mut psbt = rbf_psbt(&scenario).await;
+    psbt.unsigned_tx
+        .input
+        .push(psbt.unsigned_tx.input[0].clone());
+    psbt.inputs.push(psbt.inputs[0].clone());
+    let report = check_report(&scenario, &psbt).await;
+    assert!(!report.ready_for_signer);
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|problem| problem.contains("a second time")),
+        "{:?}",
+        report.problems
+    );
+}
+
+#[tokio::test]
+async fn check_catches_raised_payment() {
+    let scenario = Scenario::load("s01_signal_low_fee");
+    let mut psbt = rbf_psbt(&scenario).await;
+    let payment = psbt
+        .unsigned_tx
+        .output
+        .iter()
+        .position(|output| output.value.to_sat() == 10_000_000)
+        .expect("payment");
+    let change = 1 - payment;
+    psbt.unsigned_tx.output[payment].value = txdoctor::bitcoin::Amount::from_sat(10_001_000);
+    psbt.unsigned_tx.output[change].value =
+        psbt.unsigned_tx.output[change].value - txdoctor::bitcoin::Amount::from_sat(1000);
+    let report = check_report(&scenario, &psbt).await;
+    assert!(!report.ready_for_signer);
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|problem| problem.contains("should not raise a payment")),
+        "{:?}",
+        report.problems
+    );
+}
+
+#[tokio::test]
+async fn check_sees_truc_sibling_eviction() {
+    let scenario = Scenario::load("s06_truc");
+    let plan = plan(
+        &scenario,
+        &request(
+            &scenario,
+            "alice",
+            Target::FeeRate(Decimal::from(10)),
+            Strategy::Cpfp,
+        ),
+    )
+    .await;
+    let psbt =
+        Psbt::from_str(option(&plan, BumpKind::Cpfp).psbt.as_deref().expect("psbt")).expect("PSBT");
+    let report = check_report(&scenario, &psbt).await;
+    let sibling: Txid = "50a32466d307074ae6fac5e653579ab716324675d059db1164f598b7cee6997c"
+        .parse()
+        .expect("txid");
+    assert_eq!(report.replaces, vec![sibling]);
+    assert_eq!(report.minimum_fee_sat, Some(341));
+    assert_eq!(report.meets_minimum, Some(true));
+}
+
+#[tokio::test]
+async fn truc_child_possible_under_both_policies() {
+    let scenario = Scenario::load("s06_truc");
+    let replay = support::start(scenario.routes.clone()).await;
+    let bumper = bumper_for(&replay.url, PolicyVersion::Both);
+    let plan = bumper
+        .plan(&request(
+            &scenario,
+            "alice",
+            Target::FeeRate(Decimal::from(10)),
+            Strategy::Cpfp,
+        ))
+        .await
+        .expect("plan");
+    let cpfp = option(&plan, BumpKind::Cpfp);
+    assert!(cpfp.possible, "{:?}", cpfp.reason);
+}

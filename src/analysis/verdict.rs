@@ -9,7 +9,7 @@ use super::replaceability::Replaceability;
 use super::{AnalysisOptions, MissingFacts, Status};
 use crate::bitcoin::{ScriptBuf, Txid};
 use crate::chain::{FeeEstimates, MempoolSnapshot};
-use crate::feerate::{SatPerKvb, WITNESS_SCALE_FACTOR};
+use crate::feerate::{FeeFrac, SatPerKvb, WITNESS_SCALE_FACTOR};
 use crate::policy::{RelayPolicy, ReplacementCase, fee_to_reach};
 
 /// Why the transaction is where it is.
@@ -293,8 +293,23 @@ pub fn unconfirmed(
     let (shown_own, shown_effective) = (own.sat_per_vb(2), chunk.sat_per_vb(2));
     let next_block = targets.map(|targets| targets.next_block_sat_per_vb);
     let reaches_next = next_block.is_none_or(|rate| effective >= rate);
-    let lifted = chunk.cmp_rate(&own).is_gt();
-    let dragged = chunk.cmp_rate(&own).is_lt();
+    // Compare in the chunk's own units (fee per weight), and only credit relatives that are
+    // really in the chunk: rounding the size up to whole vB must not look like a child.
+    let own_by_weight = FeeFrac::new(
+        view.txs[view.focus].fee.to_sat(),
+        view.sizes[view.focus].sigop_adjusted_weight,
+    );
+    let members = &view.focus_chunk().members;
+    let has_descendant = view
+        .descendants_of(view.focus)
+        .iter()
+        .any(|i| members.contains(i));
+    let has_ancestor = view
+        .ancestors_of(view.focus)
+        .iter()
+        .any(|i| members.contains(i));
+    let lifted = has_descendant && chunk.cmp_rate(&own_by_weight).is_gt();
+    let dragged = has_ancestor && chunk.cmp_rate(&own_by_weight).is_lt();
     let when = estimate.map_or_else(
         || "its confirmation time is unknown".to_owned(),
         |estimate| format!("it should confirm {}", estimate.summary),

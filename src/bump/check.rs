@@ -12,7 +12,7 @@ use crate::bitcoin::{OutPoint, Psbt, TxOut, Txid};
 use crate::chain::{ChainError, OutputSpend};
 use crate::diagnose::Doctor;
 use crate::feerate::{FeeFrac, WITNESS_SCALE_FACTOR};
-use crate::policy::{MAX_BIP125_RBF_SEQUENCE, ReplacementCase};
+use crate::policy::{MAX_BIP125_RBF_SEQUENCE, ReplacementCase, TRUC_VERSION};
 
 /// Errors of the PSBT check.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -55,6 +55,21 @@ pub struct PsbtReport {
     pub meets_minimum: Option<bool>,
 }
 
+/// Parses a PSBT given as base64 text or in its binary form (starting `psbt\xff`).
+///
+/// # Errors
+///
+/// Returns [`CheckError::InvalidPsbt`] with the parser's reason.
+pub fn parse_psbt_bytes(bytes: &[u8]) -> Result<Psbt, CheckError> {
+    if bytes.starts_with(b"psbt\xff") {
+        return Psbt::deserialize(bytes)
+            .map_err(|error| CheckError::InvalidPsbt(error.to_string()));
+    }
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| CheckError::InvalidPsbt("neither base64 text nor a binary PSBT".to_owned()))?;
+    parse_psbt(text)
+}
+
 /// Parses a base64 PSBT.
 ///
 /// # Errors
@@ -64,21 +79,47 @@ pub fn parse_psbt(text: &str) -> Result<Psbt, CheckError> {
     Psbt::from_str(text.trim()).map_err(|error| CheckError::InvalidPsbt(error.to_string()))
 }
 
-/// Returns the output an input spends, from `witness_utxo` or the previous transaction.
+/// Returns the output an input spends as the PSBT states it: from the full previous
+/// transaction when it is there and matches the outpoint, else from `witness_utxo`.
 fn spent_output(psbt: &Psbt, index: usize) -> Option<TxOut> {
     let input = &psbt.inputs[index];
     let outpoint = psbt.unsigned_tx.input[index].previous_output;
-    input.witness_utxo.clone().or_else(|| {
-        input
-            .non_witness_utxo
-            .as_ref()
-            .and_then(|previous| previous.output.get(outpoint.vout as usize).cloned())
-    })
+    let from_previous = input
+        .non_witness_utxo
+        .as_ref()
+        .filter(|previous| previous.compute_txid() == outpoint.txid)
+        .and_then(|previous| previous.output.get(outpoint.vout as usize).cloned());
+    from_previous.or_else(|| input.witness_utxo.clone())
 }
 
 /// Lists what a hardware signer would miss in each input and output.
 fn signer_problems(psbt: &Psbt, policy: &crate::policy::RelayPolicy) -> Vec<String> {
     let mut problems = Vec::new();
+    let outpoints: Vec<OutPoint> = psbt
+        .unsigned_tx
+        .input
+        .iter()
+        .map(|input| input.previous_output)
+        .collect();
+    for (index, outpoint) in outpoints.iter().enumerate() {
+        if outpoints[..index].contains(outpoint) {
+            problems.push(format!(
+                "input {index} spends {outpoint} a second time, which no node accepts"
+            ));
+        }
+    }
+    for (index, input) in psbt.inputs.iter().enumerate() {
+        let (Some(stated), Some(actual)) = (&input.witness_utxo, spent_output(psbt, index)) else {
+            continue;
+        };
+        if *stated != actual {
+            problems.push(format!(
+                "input {index}: witness_utxo states {} sat but its previous transaction pays {} sat",
+                stated.value.to_sat(),
+                actual.value.to_sat()
+            ));
+        }
+    }
     for (index, (input, txin)) in psbt.inputs.iter().zip(&psbt.unsigned_tx.input).enumerate() {
         let Some(spent) = spent_output(psbt, index) else {
             problems.push(format!(
@@ -125,31 +166,157 @@ fn signer_problems(psbt: &Psbt, policy: &crate::policy::RelayPolicy) -> Vec<Stri
     problems
 }
 
-/// Checks `psbt` against the chain as `doctor` fetches it.
+/// What the chain says about a PSBT's inputs.
+struct ChainView {
+    /// The outputs spent, as the backend has them, in input order.
+    spent: Vec<Option<TxOut>>,
+    /// Unconfirmed transactions it conflicts with, TRUC siblings included.
+    replaces: Vec<Txid>,
+    /// Unconfirmed transactions it spends from.
+    spends_unconfirmed: Vec<Txid>,
+    /// What the chain contradicts.
+    problems: Vec<String>,
+}
+
+/// Looks up each input's previous transaction and spender.
+async fn chain_view(doctor: &Doctor, psbt: &Psbt) -> Result<ChainView, CheckError> {
+    let source = doctor.source();
+    let own_txid = psbt.unsigned_tx.compute_txid();
+    let mut view = ChainView {
+        spent: Vec::new(),
+        replaces: Vec::new(),
+        spends_unconfirmed: Vec::new(),
+        problems: Vec::new(),
+    };
+    for (index, input) in psbt.unsigned_tx.input.iter().enumerate() {
+        let OutPoint { txid: parent, vout } = input.previous_output;
+        let Some(parent_tx) = source.transaction(parent).await? else {
+            view.problems.push(format!(
+                "input {index} spends {parent}:{vout}, a transaction the backend does not know"
+            ));
+            view.spent.push(None);
+            continue;
+        };
+        let actual = parent_tx.tx.output.get(vout as usize).cloned();
+        match (&actual, spent_output(psbt, index)) {
+            (None, _) => view.problems.push(format!(
+                "input {index} spends output {vout} of {parent}, which has no such output"
+            )),
+            (Some(actual), Some(stated)) if *actual != stated => view.problems.push(format!(
+                "input {index}: the PSBT states {} sat but the chain has {} sat at {parent}:{vout}",
+                stated.value.to_sat(),
+                actual.value.to_sat()
+            )),
+            _ => {}
+        }
+        view.spent.push(actual);
+        let unconfirmed_parent = !parent_tx.status.is_confirmed();
+        if unconfirmed_parent && !view.spends_unconfirmed.contains(&parent) {
+            view.spends_unconfirmed.push(parent);
+        }
+        let Some(spends) = source.outspends(parent).await? else {
+            continue;
+        };
+        for (spent_vout, spend) in spends.iter().enumerate() {
+            let OutputSpend::Spent {
+                txid, confirmed, ..
+            } = spend
+            else {
+                continue;
+            };
+            if *txid == own_txid {
+                continue;
+            }
+            let same_output = spent_vout == vout as usize;
+            // A TRUC parent takes one child, so a new child replaces any other (BIP431).
+            let sibling =
+                unconfirmed_parent && parent_tx.tx.version.0 == TRUC_VERSION && !confirmed;
+            if same_output && *confirmed {
+                view.problems.push(format!(
+                    "input {index} is already spent by confirmed transaction {txid}"
+                ));
+            } else if (same_output || sibling) && !view.replaces.contains(txid) {
+                view.replaces.push(*txid);
+            }
+        }
+    }
+    Ok(view)
+}
+
+/// Lists outputs paying more than the same script received in a replaced transaction.
+async fn raised_outputs(
+    doctor: &Doctor,
+    psbt: &Psbt,
+    replaces: &[Txid],
+) -> Result<Vec<String>, CheckError> {
+    let mut problems = Vec::new();
+    for txid in replaces {
+        let Some(replaced) = doctor.source().transaction(*txid).await? else {
+            continue;
+        };
+        for (index, output) in psbt.unsigned_tx.output.iter().enumerate() {
+            let before = replaced
+                .tx
+                .output
+                .iter()
+                .find(|old| old.script_pubkey == output.script_pubkey);
+            if let Some(before) = before.filter(|before| output.value > before.value) {
+                problems.push(format!(
+                    "output {index} pays {} sat where replaced transaction {txid} paid {} sat; a bump should not raise a payment",
+                    output.value.to_sat(),
+                    before.value.to_sat()
+                ));
+            }
+        }
+    }
+    Ok(problems)
+}
+
+/// Checks `psbt` against the chain as `doctor` fetches it. The chain's values are the
+/// truth for the fee; where the PSBT states others, that is a problem. A fee above
+/// `max_fee_sat` is a problem too.
 ///
 /// # Errors
 ///
 /// Returns [`CheckError::Chain`] when the backend fails.
-pub async fn check(doctor: &Doctor, psbt: &Psbt) -> Result<PsbtReport, CheckError> {
+pub async fn check(
+    doctor: &Doctor,
+    psbt: &Psbt,
+    max_fee_sat: u64,
+) -> Result<PsbtReport, CheckError> {
     let policy = doctor.options().policy;
     let mut problems = signer_problems(psbt, &policy);
+    let chain = chain_view(doctor, psbt).await?;
+    problems.extend(chain.problems.iter().cloned());
+    problems.extend(raised_outputs(doctor, psbt, &chain.replaces).await?);
+
     let tx = &psbt.unsigned_tx;
-    let spent: Vec<Option<TxOut>> = (0..psbt.inputs.len())
+    let stated: Vec<Option<TxOut>> = (0..psbt.inputs.len())
         .map(|index| spent_output(psbt, index))
         .collect();
-    let known: Option<Vec<TxOut>> = spent.iter().cloned().collect();
+    let spent: Option<Vec<TxOut>> = chain
+        .spent
+        .iter()
+        .zip(&stated)
+        .map(|(actual, stated)| actual.clone().or_else(|| stated.clone()))
+        .collect();
     let output_total: u64 = tx.output.iter().map(|output| output.value.to_sat()).sum();
-    let fee_sat = known.as_ref().and_then(|outputs| {
+    let input_total = spent.as_ref().map(|outputs| {
         outputs
             .iter()
             .map(|output| output.value.to_sat())
             .sum::<u64>()
-            .checked_sub(output_total)
     });
-    if known.is_some() && fee_sat.is_none() {
+    let fee_sat = input_total.and_then(|total| total.checked_sub(output_total));
+    if input_total.is_some() && fee_sat.is_none() {
         problems.push("the outputs exceed the inputs".to_owned());
     }
-    let weight = known
+    if let Some(fee) = fee_sat.filter(|fee| *fee > max_fee_sat) {
+        problems.push(format!(
+            "the fee of {fee} sat exceeds the ceiling of {max_fee_sat} sat"
+        ));
+    }
+    let weight = spent
         .as_ref()
         .and_then(|outputs| estimated_weight(tx, outputs));
     let vsize = weight.map(|weight| weight.div_ceil(WITNESS_SCALE_FACTOR));
@@ -157,39 +324,9 @@ pub async fn check(doctor: &Doctor, psbt: &Psbt) -> Result<PsbtReport, CheckErro
         .zip(vsize)
         .map(|(fee, vsize)| FeeFrac::from_vsize(fee, vsize).sat_per_vb(RATE_SCALE));
 
-    let source = doctor.source();
-    let own_txid = tx.compute_txid();
-    let mut replaces = Vec::new();
-    let mut spends_unconfirmed = Vec::new();
-    for input in &tx.input {
-        let OutPoint { txid: parent, vout } = input.previous_output;
-        if let Some(parent_tx) = source.transaction(parent).await? {
-            if !parent_tx.status.is_confirmed() && !spends_unconfirmed.contains(&parent) {
-                spends_unconfirmed.push(parent);
-            }
-        } else {
-            problems.push(format!(
-                "input {parent}:{vout} spends a transaction the backend does not know"
-            ));
-        }
-        if let Some(spends) = source.outspends(parent).await? {
-            if let Some(OutputSpend::Spent {
-                txid, confirmed, ..
-            }) = spends.get(vout as usize)
-            {
-                if *confirmed && *txid != own_txid {
-                    problems.push(format!(
-                        "input {parent}:{vout} is already spent by confirmed transaction {txid}"
-                    ));
-                } else if *txid != own_txid && !replaces.contains(txid) {
-                    replaces.push(*txid);
-                }
-            }
-        }
-    }
-    let minimum_fee_sat = match (replaces.first(), weight, vsize) {
+    let minimum_fee_sat = match (chain.replaces.first(), weight, vsize) {
         (Some(conflict), Some(weight), Some(vsize)) => {
-            replacement_minimum(doctor, *conflict, &spends_unconfirmed, weight, vsize).await?
+            replacement_minimum(doctor, *conflict, &chain.spends_unconfirmed, weight, vsize).await?
         }
         (None, _, Some(vsize)) => Some(
             policy
@@ -199,7 +336,7 @@ pub async fn check(doctor: &Doctor, psbt: &Psbt) -> Result<PsbtReport, CheckErro
         ),
         _ => None,
     };
-    if replaces.len() > 1 {
+    if chain.replaces.len() > 1 {
         problems.push("it replaces several transactions; the minimum shown covers the first one's cluster only".to_owned());
     }
     let meets_minimum = fee_sat
@@ -212,7 +349,7 @@ pub async fn check(doctor: &Doctor, psbt: &Psbt) -> Result<PsbtReport, CheckErro
         ));
     }
     Ok(PsbtReport {
-        txid: own_txid,
+        txid: tx.compute_txid(),
         ready_for_signer: problems.is_empty(),
         problems,
         inputs: tx.input.len(),
@@ -220,8 +357,8 @@ pub async fn check(doctor: &Doctor, psbt: &Psbt) -> Result<PsbtReport, CheckErro
         fee_sat,
         vsize,
         fee_rate_sat_per_vb: fee_rate,
-        replaces,
-        spends_unconfirmed,
+        replaces: chain.replaces,
+        spends_unconfirmed: chain.spends_unconfirmed,
         minimum_fee_sat,
         meets_minimum,
     })

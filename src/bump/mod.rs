@@ -166,6 +166,11 @@ impl Bumper {
         }
     }
 
+    /// The settings in force.
+    pub fn config(&self) -> &BumpConfig {
+        &self.config
+    }
+
     /// Lets the bumper scan the owner's descriptors through `esplora` for more coins when a
     /// replacement's change cannot pay.
     pub fn with_coin_lookup(mut self, esplora: AsyncClient) -> Self {
