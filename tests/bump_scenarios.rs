@@ -1166,8 +1166,7 @@ async fn check_catches_understated_input() {
         .iter()
         .position(|output| output.value.to_sat() != 10_000_000)
         .expect("change");
-    psbt.unsigned_tx.output[change].value =
-        psbt.unsigned_tx.output[change].value - txdoctor::bitcoin::Amount::from_sat(10_000_000);
+    psbt.unsigned_tx.output[change].value -= txdoctor::bitcoin::Amount::from_sat(10_000_000);
     let report = check_report(&scenario, &psbt).await;
     assert!(!report.ready_for_signer);
     assert_eq!(
@@ -1217,8 +1216,7 @@ async fn check_catches_raised_payment() {
         .expect("payment");
     let change = 1 - payment;
     psbt.unsigned_tx.output[payment].value = txdoctor::bitcoin::Amount::from_sat(10_001_000);
-    psbt.unsigned_tx.output[change].value =
-        psbt.unsigned_tx.output[change].value - txdoctor::bitcoin::Amount::from_sat(1000);
+    psbt.unsigned_tx.output[change].value -= txdoctor::bitcoin::Amount::from_sat(1000);
     let report = check_report(&scenario, &psbt).await;
     assert!(!report.ready_for_signer);
     assert!(
