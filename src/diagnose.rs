@@ -1,6 +1,6 @@
 //! The diagnose use case: fetch the facts about one transaction, then analyse them.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures::future::join_all;
@@ -92,7 +92,7 @@ impl Doctor {
             let diagnosis = analysis::diagnose_confirmed(&tx, tip, &backend, &self.options);
             return diagnosis.ok_or_else(|| inconsistent(&backend, txid));
         }
-        let facts = self.mempool_facts(tx).await;
+        let facts = self.mempool_facts(tx).await?;
         analysis::diagnose_unconfirmed(&facts, &backend, &self.options)
             .ok_or_else(|| inconsistent(&backend, txid))
     }
@@ -186,10 +186,15 @@ impl Doctor {
     /// Walks the unconfirmed cluster around `focus`, one generation at a time, fetching
     /// each generation's transactions concurrently, with the mempool histogram and fee
     /// estimates beside it. Failures become data gaps.
-    pub async fn mempool_facts(&self, focus: Arc<ChainTx>) -> MempoolFacts {
+    ///
+    /// # Errors
+    ///
+    /// Returns [`ChainError::Inconsistent`] when an input's previous output differs from
+    /// the output of the parent transaction the backend returned.
+    pub async fn mempool_facts(&self, focus: Arc<ChainTx>) -> Result<MempoolFacts, ChainError> {
         let focus_txid = focus.txid;
         let mut cluster: HashMap<Txid, Arc<ChainTx>> = HashMap::from([(focus_txid, focus)]);
-        let mut confirmed: HashSet<Txid> = HashSet::new();
+        let mut confirmed: HashMap<Txid, Arc<ChainTx>> = HashMap::new();
         let mut frontier = vec![focus_txid];
         let mut gaps = Vec::new();
         let mut complete = true;
@@ -197,7 +202,7 @@ impl Doctor {
         while !frontier.is_empty() {
             let candidates = self
                 .relatives_of(&frontier, &cluster, &confirmed, &mut gaps, &mut complete)
-                .await;
+                .await?;
             let fetched =
                 join_all(candidates.iter().map(|txid| self.source.transaction(*txid))).await;
             frontier.clear();
@@ -211,8 +216,8 @@ impl Doctor {
                         cluster.insert(txid, tx);
                         frontier.push(txid);
                     }
-                    Ok(Some(_)) => {
-                        confirmed.insert(txid);
+                    Ok(Some(tx)) => {
+                        confirmed.insert(txid, tx);
                     }
                     Ok(None) => {
                         complete = false;
@@ -227,6 +232,7 @@ impl Doctor {
                 }
             }
         }
+        self.check_prevouts(&cluster, &confirmed)?;
         let mut gaps_out = gaps;
         let mempool = mempool
             .map_err(|error| gaps_out.push(format!("mempool histogram: {error}")))
@@ -237,14 +243,45 @@ impl Doctor {
         // A fixed order keeps the report the same from one run to the next.
         let mut cluster: Vec<Arc<ChainTx>> = cluster.into_values().collect();
         cluster.sort_by_key(|tx| tx.txid);
-        MempoolFacts {
+        Ok(MempoolFacts {
             focus: focus_txid,
             cluster,
             cluster_complete: complete,
             mempool,
             estimates,
             gaps: gaps_out,
+        })
+    }
+
+    /// Checks every previous output the backend stated for the cluster against the parent
+    /// transaction it returned, so that a consistent lie about a value cannot pass.
+    fn check_prevouts(
+        &self,
+        cluster: &HashMap<Txid, Arc<ChainTx>>,
+        confirmed: &HashMap<Txid, Arc<ChainTx>>,
+    ) -> Result<(), ChainError> {
+        for tx in cluster.values() {
+            for (input, stated) in tx.tx.input.iter().zip(&tx.prevouts) {
+                let outpoint = input.previous_output;
+                let Some(parent) = cluster
+                    .get(&outpoint.txid)
+                    .or_else(|| confirmed.get(&outpoint.txid))
+                else {
+                    continue;
+                };
+                if parent.tx.output.get(outpoint.vout as usize) != Some(stated) {
+                    return Err(ChainError::Inconsistent {
+                        backend: self.source.name().to_owned(),
+                        detail: format!(
+                            "transaction {} states that it spends {} sat at {outpoint}, but that output of the parent differs",
+                            tx.txid,
+                            stated.value.to_sat()
+                        ),
+                    });
+                }
+            }
         }
+        Ok(())
     }
 
     /// Returns the txids that `frontier` spends from or is spent by, not yet classified.
@@ -252,14 +289,14 @@ impl Doctor {
         &self,
         frontier: &[Txid],
         cluster: &HashMap<Txid, Arc<ChainTx>>,
-        confirmed: &HashSet<Txid>,
+        confirmed: &HashMap<Txid, Arc<ChainTx>>,
         gaps: &mut Vec<String>,
         complete: &mut bool,
-    ) -> Vec<Txid> {
+    ) -> Result<Vec<Txid>, ChainError> {
         let mut candidates: Vec<Txid> = Vec::new();
         let consider = |txid: Txid, candidates: &mut Vec<Txid>| {
             if !cluster.contains_key(&txid)
-                && !confirmed.contains(&txid)
+                && !confirmed.contains_key(&txid)
                 && !candidates.contains(&txid)
             {
                 candidates.push(txid);
@@ -275,6 +312,16 @@ impl Doctor {
         let spends = join_all(frontier.iter().map(|txid| self.source.outspends(*txid))).await;
         for (txid, result) in frontier.iter().zip(spends) {
             match result {
+                Ok(Some(spends)) if spends.len() != cluster[txid].tx.output.len() => {
+                    return Err(ChainError::Inconsistent {
+                        backend: self.source.name().to_owned(),
+                        detail: format!(
+                            "GET outspends of {txid} lists {} outputs, but the transaction has {}",
+                            spends.len(),
+                            cluster[txid].tx.output.len()
+                        ),
+                    });
+                }
                 Ok(Some(spends)) => {
                     for spend in spends.iter() {
                         if let OutputSpend::Spent {
@@ -299,7 +346,7 @@ impl Doctor {
                 }
             }
         }
-        candidates
+        Ok(candidates)
     }
 }
 

@@ -390,3 +390,55 @@ async fn config_file_sets_backend() {
     let diagnosis: Value = serde_json::from_str(&stdout).expect("JSON");
     assert_eq!(diagnosis["txid"], FOCUS);
 }
+
+#[tokio::test]
+async fn consistent_lie_about_input_value_is_caught() {
+    // The spent coin's value and the fee are raised together, so the transaction's own
+    // JSON adds up; its parent's raw bytes show the real value.
+    let routes = with_focus_json(|json| {
+        let value = json["vin"][0]["prevout"]["value"].as_u64().expect("value");
+        json["vin"][0]["prevout"]["value"] = Value::from(value + 100_000);
+        let fee = json["fee"].as_u64().expect("fee");
+        json["fee"] = Value::from(fee + 100_000);
+    });
+    let replay = support::start(routes).await;
+    let api = serve_api(&replay.url, Duration::from_secs(5)).await;
+    let (status, body) = get(format!("{api}/api/v1/tx/{FOCUS}")).await;
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .expect("message")
+            .contains("that output of the parent differs"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn short_outspends_list_is_caught() {
+    let mut routes = Scenario::load("s01_signal_low_fee").routes;
+    routes.insert(&format!("/tx/{FOCUS}/outspends"), 200, "[]".to_owned());
+    let replay = support::start(routes).await;
+    let api = serve_api(&replay.url, Duration::from_secs(5)).await;
+    let (status, body) = get(format!("{api}/api/v1/tx/{FOCUS}")).await;
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .expect("message")
+            .contains("lists 0 outputs, but the transaction has 2"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn missing_histogram_is_not_a_boost() {
+    // Without the histogram the targets come from the estimates alone (1 sat/vB), which
+    // the 1.005 sat/vB chunk meets; with no child, that must not read as a boost.
+    let faults = vec![("/mempool".to_owned(), Fault::Status(500))];
+    let replay =
+        support::start_with_faults(Scenario::load("s01_signal_low_fee").routes, faults).await;
+    let api = serve_api(&replay.url, Duration::from_secs(5)).await;
+    let (_, body) = get(format!("{api}/api/v1/tx/{FOCUS}")).await;
+    assert_eq!(body["verdict"]["cause"], "next_block");
+}

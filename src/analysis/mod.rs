@@ -211,6 +211,11 @@ pub fn diagnose_confirmed(
     };
     let confirmations = tip_height.map_or(1, |tip| tip.saturating_sub(block_height) + 1);
     let mut gaps = Vec::new();
+    if let Some(tip) = tip_height.filter(|&tip| tip < block_height) {
+        gaps.push(format!(
+            "the backend's tip height {tip} is below the block height {block_height}, so its data is inconsistent or lagging"
+        ));
+    }
     if tip_height.is_none() {
         gaps.push(
             "the tip height was unavailable, so the confirmation count is a minimum".to_owned(),

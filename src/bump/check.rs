@@ -375,7 +375,7 @@ async fn replacement_minimum(
     let Some(conflict_tx) = doctor.source().transaction(conflict).await? else {
         return Ok(None);
     };
-    let facts = doctor.mempool_facts(conflict_tx).await;
+    let facts = doctor.mempool_facts(conflict_tx).await?;
     let options = doctor.options();
     let Some(view) = ClusterView::new(facts.cluster.clone(), conflict, &options.policy) else {
         return Ok(None);

@@ -205,7 +205,7 @@ impl Bumper {
             self.config.lookahead,
         )?;
         let tx = self.owned_unconfirmed(request.txid, &owner).await?;
-        let facts = self.doctor.mempool_facts(tx.clone()).await;
+        let facts = self.doctor.mempool_facts(tx.clone()).await?;
         let options = self.doctor.options();
         let view = ClusterView::new(facts.cluster.clone(), request.txid, &options.policy)
             .ok_or(BumpError::NotFound(request.txid))?;
