@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -45,6 +45,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/tx/{txid}/bump", post(bump))
         .route("/api/v1/psbt/check", post(psbt_check))
         .fallback(not_found_route)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
 }
 
@@ -140,6 +141,35 @@ async fn health() -> Json<Health> {
     })
 }
 
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method; diagnoses are GET or POST, bumps and PSBT checks POST",
+    )
+}
+
+/// Maps a JSON body rejection, keeping its status (400, 413, 415 or 422). Only the names
+/// of unknown or missing fields are repeated, because the rest could quote descriptors.
+fn body_error(rejection: &JsonRejection, expected: &str) -> ApiError {
+    let text = rejection.body_text();
+    let field = ["unknown field", "missing field"].iter().find_map(|kind| {
+        text.find(kind).map(|at| {
+            text[at..]
+                .split(" at line")
+                .next()
+                .unwrap_or_default()
+                .to_owned()
+        })
+    });
+    let detail = field.map_or_else(String::new, |field| format!(": {field}"));
+    ApiError::new(
+        rejection.status(),
+        "invalid_body",
+        format!("invalid request body, expected {expected}{detail}"),
+    )
+}
+
 async fn not_found_route() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
@@ -159,8 +189,15 @@ pub struct DiagnoseParams {
 async fn diagnose_get(
     State(state): State<AppState>,
     Path(txid): Path<String>,
-    Query(params): Query<DiagnoseParams>,
+    query: Result<Query<DiagnoseParams>, QueryRejection>,
 ) -> Result<Json<Diagnosis>, ApiError> {
+    let Query(params) = query.map_err(|rejection| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            format!("invalid query: {}", rejection.body_text()),
+        )
+    })?;
     diagnose(&state, &txid, params).await
 }
 
@@ -169,13 +206,8 @@ async fn diagnose_post(
     Path(txid): Path<String>,
     body: Result<Json<DiagnoseParams>, JsonRejection>,
 ) -> Result<Json<Diagnosis>, ApiError> {
-    let Json(params) = body.map_err(|rejection| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_body",
-            rejection.body_text(),
-        )
-    })?;
+    let Json(params) =
+        body.map_err(|rejection| body_error(&rejection, "JSON {\"tx_hex\": hex}"))?;
     diagnose(&state, &txid, params).await
 }
 
@@ -266,17 +298,8 @@ async fn bump(
     body: Result<Json<BumpBody>, JsonRejection>,
 ) -> Result<Json<BumpPlan>, ApiError> {
     let txid = input::parse_txid(&txid)?;
-    // The rejection text can quote the body, which holds descriptors: keep it generic.
-    let Json(body) = body.map_err(|rejection| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_body",
-            format!(
-                "invalid bump request: expected JSON with descriptors and a target ({})",
-                rejection.status()
-            ),
-        )
-    })?;
+    let expected = "JSON with \"descriptors\" and \"feerate\" or \"blocks\"";
+    let Json(body) = body.map_err(|rejection| body_error(&rejection, expected))?;
     let target = match (body.feerate, body.blocks) {
         (Some(_), Some(_)) => {
             return Err(ApiError::new(
@@ -312,16 +335,7 @@ async fn psbt_check(
     State(state): State<AppState>,
     body: Result<Json<PsbtBody>, JsonRejection>,
 ) -> Result<Json<PsbtReport>, ApiError> {
-    let Json(body) = body.map_err(|rejection| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_body",
-            format!(
-                "invalid PSBT check request: expected JSON {{\"psbt\": base64}} ({})",
-                rejection.status()
-            ),
-        )
-    })?;
+    let Json(body) = body.map_err(|rejection| body_error(&rejection, "JSON {\"psbt\": base64}"))?;
     let psbt = check::parse_psbt(&body.psbt).map_err(|error| {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_psbt", error.to_string())
     })?;

@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 use crate::analysis::verdict::OptionKind;
 use crate::analysis::{Diagnosis, Status};
 use crate::api;
-use crate::bump::plan::Strategy;
+use crate::bump::plan::{BumpKind, Strategy};
 use crate::bump::{BumpPlan, BumpRequest, Bumper, Target, check};
 use crate::chain::ChainSource;
 use crate::chain::cache::CachedSource;
@@ -186,6 +186,7 @@ impl Cli {
         {
             config.listen = *listen;
         }
+        config.validate()?;
         Ok(config)
     }
 }
@@ -290,12 +291,6 @@ async fn bump_command(
     out: Option<PathBuf>,
     json: bool,
 ) -> u8 {
-    if request.descriptors.len() + request.change_descriptors.len() > 0 {
-        eprintln!(
-            "planning bumps for {}: fetching the transaction and its relatives",
-            request.txid
-        );
-    }
     let plan = match bumper.plan(request).await {
         Ok(plan) => plan,
         Err(error) => {
@@ -347,7 +342,7 @@ pub fn bump_report(plan: &BumpPlan) -> String {
         } else {
             " "
         };
-        let name = format!("{:?}", option.kind);
+        let name = json_name(&option.kind);
         if !option.possible {
             out.push_str(&format!(
                 " {mark} {name:<17}not possible: {}\n",
@@ -373,9 +368,14 @@ pub fn bump_report(plan: &BumpPlan) -> String {
             let before = output
                 .before_sat
                 .map_or("new".to_owned(), |sat| format!("{sat} sat"));
+            let gone = if option.kind == BumpKind::Cpfp {
+                "spent by the child"
+            } else {
+                "removed"
+            };
             let after = output
                 .after_sat
-                .map_or("removed".to_owned(), |sat| format!("{sat} sat"));
+                .map_or(gone.to_owned(), |sat| format!("{sat} sat"));
             let whose = if output.owner { "owner" } else { "other" };
             out.push_str(&format!(
                 "      {whose:<6}{}  {before} -> {after}\n",
@@ -513,6 +513,10 @@ async fn diagnose_command(
         }
     };
     let from_stdin = txids.len() == 1 && txids[0] == "-";
+    if !from_stdin && txids.iter().any(|txid| txid == "-") {
+        eprintln!("error: \"-\" reads txids from standard input and cannot be mixed with txids");
+        return EXIT_BAD_INPUT;
+    }
     let inputs: Vec<String> = if from_stdin {
         std::io::stdin()
             .lock()
@@ -537,13 +541,15 @@ async fn diagnose_command(
         worst = worst.max(code);
         if from_stdin {
             let what = match &outcome {
-                Outcome::Diagnosed(diagnosis) => format!("{:?}", diagnosis.cause()).to_lowercase(),
+                Outcome::Diagnosed(diagnosis) => json_name(&diagnosis.cause()),
                 Outcome::BadInput(_) => "invalid input".to_owned(),
                 Outcome::Backend(_) => "backend error".to_owned(),
             };
             eprintln!("[{}/{}] {} {what}", number + 1, inputs.len(), short(text));
         }
-        let rendered = render(&outcome, text, json, one_document);
+        let Some(rendered) = render(&outcome, text, json, one_document) else {
+            continue;
+        };
         if writeln!(stdout, "{rendered}").is_err() {
             return worst;
         }
@@ -576,26 +582,38 @@ fn short(text: &str) -> String {
     text.chars().take(64).collect()
 }
 
-fn render(outcome: &Outcome, text: &str, json: bool, one_document: bool) -> String {
+/// Renders one outcome for standard output; an error in text mode goes to standard
+/// error instead, and `None` is returned.
+fn render(outcome: &Outcome, text: &str, json: bool, one_document: bool) -> Option<String> {
     let (code, message) = match outcome {
         Outcome::Diagnosed(diagnosis) if json && one_document => {
-            return serde_json::to_string_pretty(diagnosis).unwrap_or_default();
+            return serde_json::to_string_pretty(diagnosis).ok();
         }
         Outcome::Diagnosed(diagnosis) if json => {
-            return serde_json::to_string(diagnosis).unwrap_or_default();
+            return serde_json::to_string(diagnosis).ok();
         }
-        Outcome::Diagnosed(diagnosis) => return report(diagnosis),
+        Outcome::Diagnosed(diagnosis) => return Some(report(diagnosis)),
         Outcome::BadInput(message) => ("bad_input", message),
         Outcome::Backend(message) => ("backend_unavailable", message),
     };
     if json {
         let input = short(text);
-        serde_json::json!({ "input": input, "error": { "code": code, "message": message } })
-            .to_string()
+        let line =
+            serde_json::json!({ "input": input, "error": { "code": code, "message": message } });
+        Some(line.to_string())
     } else {
         eprintln!("error: {message}");
-        String::new()
+        None
     }
+}
+
+/// Returns the name a value has in JSON, such as `fee_rate_too_low`, so that text and
+/// JSON output use the same words.
+fn json_name<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|value| value.as_str().map(str::to_owned))
+        .unwrap_or_default()
 }
 
 /// Renders a diagnosis as a readable report.
@@ -670,8 +688,9 @@ pub fn report(diagnosis: &Diagnosis) -> String {
         line("Estimate", estimate.summary.clone());
     }
     out.push_str(&format!(
-        "\n  Verdict      {:?}: {}\n",
-        diagnosis.verdict.cause, diagnosis.verdict.headline
+        "\n  Verdict      {}: {}\n",
+        json_name(&diagnosis.verdict.cause),
+        diagnosis.verdict.headline
     ));
     if !diagnosis.verdict.options.is_empty() {
         out.push_str("\n  Options (extra fee to reach the next block / about 6 blocks):\n");
@@ -682,8 +701,10 @@ pub fn report(diagnosis: &Diagnosis) -> String {
     out.push_str(&format!("\n  Advice       {}\n", diagnosis.verdict.advice));
     let triage = &diagnosis.triage;
     out.push_str(&format!(
-        "  Triage       {:?} priority, {}, {:?} acts\n",
-        triage.priority, triage.category, triage.actor
+        "  Triage       {} priority, {}, {} acts\n",
+        json_name(&triage.priority),
+        triage.category,
+        json_name(&triage.actor)
     ));
     for gap in &diagnosis.data_gaps {
         out.push_str(&format!("  Data gap     {gap}\n"));

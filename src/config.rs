@@ -49,8 +49,8 @@ impl Network {
     }
 }
 
-/// Everything configurable, with its defaults.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Everything configurable, with its defaults. `Debug` hides credentials in the URL.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Network of the backend.
@@ -137,6 +137,48 @@ impl Default for Config {
     }
 }
 
+impl std::fmt::Debug for Config {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Config")
+            .field("network", &self.network)
+            .field("esplora_url", &self.esplora_url.as_deref().map(redact_url))
+            .field("listen", &self.listen)
+            .field("timeout_secs", &self.timeout_secs)
+            .field("max_retries", &self.max_retries)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("mempool_cache_secs", &self.mempool_cache_secs)
+            .field("confirmed_cache_secs", &self.confirmed_cache_secs)
+            .field("history_dir", &self.history_dir)
+            .field("policy", &self.policy)
+            .field("lookahead", &self.lookahead)
+            .field("max_fee_sat", &self.max_fee_sat)
+            .finish()
+    }
+}
+
+/// Returns `url` without a user name, password or query string, which may hold
+/// credentials; what is left still tells which server it is.
+pub fn redact_url(url: &str) -> String {
+    let Ok(mut parsed) = reqwest::Url::parse(url) else {
+        return "(unparsable URL)".to_owned();
+    };
+    let had_credentials = !parsed.username().is_empty() || parsed.password().is_some();
+    let _ = parsed.set_username("");
+    let _ = parsed.set_password(None);
+    let had_query = parsed.query().is_some();
+    parsed.set_query(None);
+    let mut shown = parsed.to_string().trim_end_matches('/').to_owned();
+    if had_credentials || had_query {
+        shown.push_str(" (credentials hidden)");
+    }
+    shown
+}
+
+/// Largest policy fee rate accepted, 1 BTC/kvB: far above any real policy, and small
+/// enough that fee arithmetic cannot overflow.
+const MAX_POLICY_RATE_SAT_PER_KVB: u64 = 100_000_000;
+
 /// Errors of configuration loading.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -147,6 +189,14 @@ pub enum ConfigError {
         path: PathBuf,
         /// The I/O error.
         source: std::io::Error,
+    },
+    /// A value is out of range or malformed.
+    #[error("invalid setting {name}: {reason}")]
+    Invalid {
+        /// The setting.
+        name: &'static str,
+        /// What is wrong.
+        reason: String,
     },
     /// The file is not valid TOML for this configuration.
     #[error("invalid config file {path}: {source}")]
@@ -176,6 +226,46 @@ impl Config {
             path: path.to_owned(),
             source,
         })
+    }
+
+    /// Checks the values that parsing alone cannot.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`ConfigError::Invalid`] naming the first bad setting.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let url = self.effective_esplora_url();
+        let scheme_ok = reqwest::Url::parse(&url)
+            .is_ok_and(|parsed| matches!(parsed.scheme(), "http" | "https"));
+        if !scheme_ok {
+            let reason = format!("{} is not an http:// or https:// URL", redact_url(&url));
+            return Err(ConfigError::Invalid {
+                name: "esplora_url",
+                reason,
+            });
+        }
+        let rates = [
+            (
+                "policy.min_relay_fee_sat_per_kvb",
+                self.policy.min_relay_fee_sat_per_kvb,
+            ),
+            (
+                "policy.incremental_relay_fee_sat_per_kvb",
+                self.policy.incremental_relay_fee_sat_per_kvb,
+            ),
+            (
+                "policy.dust_relay_fee_sat_per_kvb",
+                self.policy.dust_relay_fee_sat_per_kvb,
+            ),
+        ];
+        for (name, rate) in rates {
+            if rate > MAX_POLICY_RATE_SAT_PER_KVB {
+                let reason =
+                    format!("{rate} sat/kvB is above the maximum of {MAX_POLICY_RATE_SAT_PER_KVB}");
+                return Err(ConfigError::Invalid { name, reason });
+            }
+        }
+        Ok(())
     }
 
     /// Returns the Esplora URL in effect.
@@ -234,6 +324,51 @@ mod tests {
     fn unknown_key_is_rejected() {
         let parsed: Result<Config, _> = toml::from_str("esplora = \"x\"\n");
         assert!(parsed.is_err());
+    }
+
+    #[test]
+    fn credentials_are_redacted() {
+        let config = Config {
+            esplora_url: Some(
+                "https://admin:SuperSecret@example.invalid/api?apikey=KEY123".to_owned(),
+            ),
+            ..Config::default()
+        };
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("SuperSecret"), "{shown}");
+        assert!(!shown.contains("KEY123"), "{shown}");
+        assert!(!shown.contains("admin"), "{shown}");
+        assert!(
+            shown.contains("https://example.invalid/api (credentials hidden)"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn oversized_policy_rate_is_rejected() {
+        let mut config = Config::default();
+        config.policy.min_relay_fee_sat_per_kvb = u64::MAX;
+        let error = config.validate().expect_err("too large");
+        assert!(
+            error
+                .to_string()
+                .contains("policy.min_relay_fee_sat_per_kvb"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn non_http_url_is_rejected() {
+        let config = Config {
+            esplora_url: Some("ftp://127.0.0.1/api".to_owned()),
+            ..Config::default()
+        };
+        assert!(config.validate().is_err());
+        let config = Config {
+            esplora_url: Some("127.0.0.1:3002".to_owned()),
+            ..Config::default()
+        };
+        assert!(config.validate().is_err());
     }
 
     #[test]

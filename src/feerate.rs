@@ -74,7 +74,8 @@ impl SatPerKvb {
     /// Returns the fee for `vsize` virtual bytes at this rate, rounded up to a whole
     /// satoshi as `CFeeRate::GetFee` does (`src/policy/feerate.cpp`).
     pub fn fee_for_vsize(self, vsize: u64) -> u64 {
-        (self.0 * vsize).div_ceil(1000)
+        let fee = (u128::from(self.0) * u128::from(vsize)).div_ceil(1000);
+        u64::try_from(fee).unwrap_or(u64::MAX)
     }
 
     /// Returns the rate in sat/vB.

@@ -29,21 +29,24 @@ pub enum InputError {
     PrivateKey,
 }
 
-/// Whether `text` looks like an extended private key or a WIF private key.
+/// Whether `text`, or any word in it, looks like an extended private key or a WIF private
+/// key, so that it is neither used nor repeated.
 pub fn looks_like_private_key(text: &str) -> bool {
-    let text = text.trim();
     let extended = [
         "xprv", "tprv", "yprv", "zprv", "uprv", "vprv", "Yprv", "Zprv", "Uprv", "Vprv",
     ];
-    if extended.iter().any(|prefix| text.contains(prefix)) {
-        return true;
-    }
-    // WIF: base58 of 51 (uncompressed) or 52 (compressed) characters with a known prefix.
-    let base58 = text
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() && !"0OIl".contains(c));
-    let wif_prefix = text.starts_with(['5', 'K', 'L', 'c', '9']);
-    base58 && wif_prefix && (text.len() == 51 || text.len() == 52)
+    text.split(|c: char| !c.is_ascii_alphanumeric())
+        .any(|word| {
+            if extended.iter().any(|prefix| word.starts_with(prefix)) && word.len() >= 100 {
+                return true;
+            }
+            // WIF: base58 of 51 (uncompressed) or 52 (compressed) characters with a known prefix.
+            // A truncated txid is hex; a WIF key almost never is.
+            let base58 = word.chars().all(|c| !"0OIl".contains(c))
+                && !word.chars().all(|c| c.is_ascii_hexdigit());
+            let wif_prefix = word.starts_with(['5', 'K', 'L', 'c', '9']);
+            base58 && wif_prefix && (word.len() == 51 || word.len() == 52)
+        })
 }
 
 /// Parses a txid: 64 hex characters.
@@ -132,6 +135,12 @@ mod tests {
         assert!(!error.to_string().contains(wif));
         let xprv = "tprv8ZgxMBicQKsPe4wsMmdknqtC57oe5vmBhZRqtXXUTuRyGVaK8EtWFE7LN6HyEwhRfZ34NkPr4o3CgRR1QHbt7b4djxHHBRaBkqzAYLYfc6P";
         assert_eq!(parse_txid(xprv), Err(InputError::PrivateKey));
+        let embedded = format!("my key is {wif}, please help");
+        assert_eq!(parse_txid(&embedded), Err(InputError::PrivateKey));
+        assert_eq!(
+            parse_txid(&format!("key:{xprv}")),
+            Err(InputError::PrivateKey)
+        );
     }
 
     #[test]

@@ -581,7 +581,7 @@ async fn cli_human_report_for_low_fee() {
     )
     .await;
     assert_eq!(code, Some(0));
-    assert!(stdout.contains("HeldBackByAncestors"), "{stdout}");
+    assert!(stdout.contains("held_back_by_ancestors"), "{stdout}");
     assert!(
         stdout.contains("564 sat (0.00000564 BTC), 141 vB, 4.00 sat/vB"),
         "{stdout}"

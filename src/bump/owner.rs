@@ -46,7 +46,7 @@ pub enum DescriptorError {
         network: Network,
     },
     /// No descriptor was given.
-    #[error("no descriptor given; pass the wallet's public descriptor with --descriptor")]
+    #[error("no descriptor given; give the wallet's public descriptor")]
     Missing,
 }
 
@@ -327,15 +327,17 @@ impl Owner {
 }
 
 /// Weight an input adds once signed, beyond its 41 unsigned bytes (outpoint, empty
-/// scriptSig length, nSequence), with the largest standard signatures: 72-byte ECDSA
-/// (low-S DER plus sighash byte) and 65-byte Schnorr (with an explicit sighash byte).
-/// `None` for script types txdoctor cannot size.
+/// scriptSig length, nSequence). ECDSA signatures are counted at 72 bytes, the largest
+/// low-S DER signature with its sighash byte, because not every signer grinds for low R.
+/// Schnorr signatures are counted at 64 bytes: the PSBTs built here set no sighash type,
+/// so a taproot signer uses SIGHASH_DEFAULT, whose signature has no sighash byte
+/// (BIP341). `None` for script types txdoctor cannot size.
 pub fn satisfaction_weight(script: &ScriptBuf) -> Option<u64> {
     if script.is_p2wpkh() {
         // Witness: item count, 72-byte signature, 33-byte key, each with a length byte.
         Some(1 + 1 + 72 + 1 + 33)
     } else if script.is_p2tr() {
-        Some(1 + 1 + 65)
+        Some(1 + 1 + 64)
     } else if script.is_p2pkh() {
         // scriptSig of 107 bytes (non-witness, ×4), plus the empty witness count in a
         // segwit transaction, charged by the caller.

@@ -77,7 +77,7 @@ impl EsploraSource {
     ///
     /// Returns [`ChainError::Unavailable`] when the HTTP client cannot be built.
     pub fn new(options: EsploraOptions) -> Result<Self, ChainError> {
-        let name = format!("esplora {}", options.url);
+        let name = format!("esplora {}", crate::config::redact_url(&options.url));
         let client = reqwest::Client::builder()
             .timeout(options.timeout)
             .user_agent(concat!("txdoctor/", env!("CARGO_PKG_VERSION")))
