@@ -23,12 +23,17 @@ pub struct AppState {
     pub doctor: Arc<Doctor>,
 }
 
-/// Builds the router: `/health` and `/api/v1/tx/{txid}`.
+/// Builds the router: `/health`, `/ready`, `/metrics` and `/api/v1/tx/{txid}`, and
+/// installs the metrics recorder if it is not installed yet.
 pub fn router(state: AppState) -> Router {
+    crate::telemetry::install();
     Router::new()
         .route("/health", get(health))
+        .route("/ready", get(crate::ops::ready))
+        .route("/metrics", get(crate::ops::metrics))
         .route("/api/v1/tx/{txid}", get(diagnose_get).post(diagnose_post))
         .fallback(not_found_route)
+        .layer(axum::middleware::from_fn(crate::telemetry::track_route))
         .with_state(state)
 }
 

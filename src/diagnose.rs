@@ -7,7 +7,7 @@ use futures::future::join_all;
 
 use crate::analysis::{self, AnalysisOptions, Conflict, Diagnosis, MempoolFacts, MissingFacts};
 use crate::bitcoin::{OutPoint, Transaction, Txid};
-use crate::chain::{ChainError, ChainSource, ChainTx, OutputSpend, TxStatus};
+use crate::chain::{ChainError, ChainSource, ChainTx, OutputSpend, TxStatus, stale};
 use crate::history::History;
 use crate::policy::CLUSTER_COUNT_LIMIT;
 
@@ -68,6 +68,19 @@ impl Doctor {
         txid: Txid,
         raw: Option<Transaction>,
     ) -> Result<Diagnosis, DiagnoseError> {
+        let (result, stale_facts) = stale::collect(self.diagnose_fresh(txid, raw)).await;
+        let mut diagnosis = result?;
+        diagnosis
+            .data_gaps
+            .extend(stale_facts.iter().map(ToString::to_string));
+        Ok(diagnosis)
+    }
+
+    async fn diagnose_fresh(
+        &self,
+        txid: Txid,
+        raw: Option<Transaction>,
+    ) -> Result<Diagnosis, DiagnoseError> {
         if let Some(raw) = &raw {
             let actual = raw.compute_txid();
             if actual != txid {
@@ -119,25 +132,22 @@ impl Doctor {
             .collect();
         let lookups = outpoints
             .iter()
-            .map(|outpoint| self.source.outspends(outpoint.txid));
-        for (outpoint, spends) in outpoints.iter().zip(join_all(lookups).await) {
-            match spends? {
+            .map(|outpoint| self.source.output_spend(*outpoint));
+        for (outpoint, spend) in outpoints.iter().zip(join_all(lookups).await) {
+            match spend? {
                 None => facts.missing_parents.push(*outpoint),
-                Some(spends) => match spends.get(outpoint.vout as usize) {
-                    Some(OutputSpend::Spent {
-                        txid: spender,
-                        confirmed,
-                        ..
-                    }) if *spender != txid => {
-                        facts.conflicts.push(Conflict {
-                            outpoint: *outpoint,
-                            spender: *spender,
-                            spender_confirmed: *confirmed,
-                        });
-                    }
-                    Some(_) => {}
-                    None => facts.missing_parents.push(*outpoint),
-                },
+                Some(OutputSpend::Spent {
+                    txid: spender,
+                    confirmed,
+                    ..
+                }) if spender != txid => {
+                    facts.conflicts.push(Conflict {
+                        outpoint: *outpoint,
+                        spender,
+                        spender_confirmed: confirmed,
+                    });
+                }
+                Some(_) => {}
             }
         }
         Ok(facts)
@@ -157,10 +167,17 @@ impl Doctor {
             let candidates = self
                 .relatives_of(&frontier, &cluster, &confirmed, &mut gaps, &mut complete)
                 .await;
-            let fetched =
-                join_all(candidates.iter().map(|txid| self.source.transaction(*txid))).await;
+            let unconfirmed = self
+                .unconfirmed_among(candidates, &mut confirmed, &mut gaps, &mut complete)
+                .await;
+            let fetched = join_all(
+                unconfirmed
+                    .iter()
+                    .map(|txid| self.source.transaction(*txid)),
+            )
+            .await;
             frontier.clear();
-            for (txid, result) in candidates.into_iter().zip(fetched) {
+            for (txid, result) in unconfirmed.into_iter().zip(fetched) {
                 match result {
                     Ok(Some(tx)) if tx.status == TxStatus::Unconfirmed => {
                         if cluster.len() >= self.max_cluster {
@@ -204,6 +221,40 @@ impl Doctor {
             estimates,
             gaps: gaps_out,
         }
+    }
+
+    /// Sorts `candidates` by status: confirmed ones go to `confirmed`, unknown ones to the
+    /// gaps, and the unconfirmed ones are returned. Asking for the status first spares a
+    /// backend that must fetch previous transactions for a fee (Electrum) that work for
+    /// confirmed relatives, which the analysis does not need.
+    async fn unconfirmed_among(
+        &self,
+        candidates: Vec<Txid>,
+        confirmed: &mut HashSet<Txid>,
+        gaps: &mut Vec<String>,
+        complete: &mut bool,
+    ) -> Vec<Txid> {
+        let statuses = join_all(candidates.iter().map(|txid| self.source.status(*txid))).await;
+        let mut unconfirmed = Vec::new();
+        for (txid, status) in candidates.into_iter().zip(statuses) {
+            match status {
+                Ok(Some(TxStatus::Unconfirmed)) => unconfirmed.push(txid),
+                Ok(Some(TxStatus::Confirmed { .. })) => {
+                    confirmed.insert(txid);
+                }
+                Ok(None) => {
+                    *complete = false;
+                    gaps.push(format!("related transaction {txid} was not found"));
+                }
+                Err(error) => {
+                    *complete = false;
+                    gaps.push(format!(
+                        "related transaction {txid} could not be fetched: {error}"
+                    ));
+                }
+            }
+        }
+        unconfirmed
     }
 
     /// Returns the txids that `frontier` spends from or is spent by, not yet classified.

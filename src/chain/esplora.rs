@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bdk_esplora::esplora_client::api::{MempoolStats, OutputStatus, Tx};
+use bdk_esplora::esplora_client::api::{
+    MempoolStats, OutputStatus, Tx, TxStatus as EsploraTxStatus,
+};
 use reqwest::StatusCode;
 use rust_decimal::Decimal;
 use rust_decimal::prelude::FromPrimitive;
@@ -326,6 +328,24 @@ impl ChainSource for EsploraSource {
         }
     }
 
+    async fn status(&self, txid: Txid) -> Result<Option<TxStatus>, ChainError> {
+        let path = format!("/tx/{txid}/status");
+        let Some(status) = self.get_json::<EsploraTxStatus>(&path).await? else {
+            return Ok(None);
+        };
+        match (status.confirmed, status.block_height) {
+            (true, Some(block_height)) => Ok(Some(TxStatus::Confirmed {
+                block_height,
+                block_hash: status.block_hash,
+                block_time: status.block_time,
+            })),
+            (true, None) => {
+                Err(self.inconsistent(format!("GET {path} is confirmed without a height")))
+            }
+            (false, _) => Ok(Some(TxStatus::Unconfirmed)),
+        }
+    }
+
     async fn outspends(&self, txid: Txid) -> Result<Option<Arc<Vec<OutputSpend>>>, ChainError> {
         let path = format!("/tx/{txid}/outspends");
         let Some(statuses) = self.get_json::<Vec<OutputStatus>>(&path).await? else {
@@ -363,9 +383,9 @@ impl ChainSource for EsploraSource {
             histogram.push((rate.round_dp(6), vsize as u64));
         }
         Ok(Arc::new(MempoolSnapshot {
-            count: stats.count as u64,
+            count: Some(stats.count as u64),
             vsize: stats.vsize as u64,
-            total_fee_sat: stats.total_fee,
+            total_fee_sat: Some(stats.total_fee),
             histogram,
         }))
     }
