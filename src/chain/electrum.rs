@@ -35,10 +35,10 @@ use crate::bitcoin::{OutPoint, ScriptBuf, Transaction, TxOut, Txid, consensus};
 /// Confirmation targets asked of `blockchain.estimatefee`, in blocks.
 const ESTIMATE_TARGETS: [u16; 4] = [1, 2, 6, 144];
 
-/// Satoshis per vbyte in one BTC per kvB, the unit of Electrum's fee answers.
+/// Satoshis per vbyte in one BTC per kvB, the unit of Electrum's fee rates.
 const SAT_PER_VB_PER_BTC_PER_KVB: u32 = 100_000;
 
-/// How the Electrum client connects.
+/// Connection settings of the Electrum client.
 #[derive(Debug, Clone)]
 pub struct ElectrumOptions {
     /// Server URL: `tcp://host:port` or `ssl://host:port`.
@@ -66,14 +66,14 @@ impl ElectrumOptions {
 /// Idle connections. A call takes one for itself and puts it back when it is done, unless
 /// the connection failed.
 ///
-/// NOTE: each connection serves one call at a time because electrum-client 0.25.2 can
-/// deadlock when several threads batch on one connection: the thread that finishes
+/// NOTE: each connection serves one call at a time, because electrum-client 0.25.2 can
+/// deadlock when several threads batch on one connection. The thread that finishes
 /// reading wakes the waiter of any pending request, which may belong to a thread blocked
-/// on another of its requests, and then no thread reads. A deadlock of this kind was seen
-/// here in tests, with no timeout firing, since nobody reads the socket.
+/// on another of its requests, and then no thread reads the socket. The replay tests hung
+/// this way, and no socket timeout fired.
 type ClientPool = Arc<Mutex<Vec<Client>>>;
 
-/// An Electrum client that checks every answer.
+/// An Electrum client that checks every response.
 pub struct ElectrumSource {
     name: String,
     options: ElectrumOptions,
@@ -94,7 +94,7 @@ impl std::fmt::Debug for ElectrumSource {
 
 /// A failed call, before it is turned into a [`ChainError`].
 enum CallError {
-    /// The server answered with a JSON-RPC error object.
+    /// The server returned a JSON-RPC error object.
     Server(serde_json::Value),
     /// The answer could not be decoded.
     Malformed(String),
@@ -201,7 +201,7 @@ impl ElectrumSource {
         }
     }
 
-    /// Turns a failed call into the error a caller sees.
+    /// Converts a failed call into the error returned to the caller.
     fn chain_error(&self, error: CallError) -> ChainError {
         match error {
             CallError::Server(value) => self.unavailable(format!("the server returned {value}")),
@@ -210,9 +210,8 @@ impl ElectrumSource {
         }
     }
 
-    /// Fetches raw transactions in one batch, checking each txid. `None` marks the
-    /// transactions the server does not know, and then only when it knows none of them,
-    /// because one unknown txid fails the whole batch.
+    /// Fetches raw transactions in one batch and checks each txid. Returns `None` when the
+    /// server reports a txid as not found, because one unknown txid fails the whole batch.
     async fn raw_transactions(
         &self,
         txids: &[Txid],
@@ -457,7 +456,7 @@ fn classify(what: &str, error: electrum_client::Error) -> CallError {
         Error::Protocol(value) => CallError::Server(value),
         Error::JSON(error) => CallError::Malformed(format!("malformed JSON from {what}: {error}")),
         Error::InvalidResponse(value) => CallError::Malformed(format!(
-            "unexpected answer to {what}: {}",
+            "unexpected response to {what}: {}",
             truncate(&value.to_string())
         )),
         Error::Hex(error) => CallError::Malformed(format!("malformed hex from {what}: {error}")),
@@ -465,8 +464,8 @@ fn classify(what: &str, error: electrum_client::Error) -> CallError {
             CallError::Malformed(format!("malformed transaction from {what}: {error}"))
         }
         // NOTE: with retries off, electrum-client 0.25.2 returns this variant with an
-        // empty list for any transport or decoding failure, so the cause is lost; a
-        // malformed answer then reads as a failed connection.
+        // empty list for any transport or decoding failure, so the cause is lost. A
+        // malformed response then reads as a failed connection.
         Error::AllAttemptsErrored(errors) => match errors.into_iter().last() {
             Some(last) => classify(what, last),
             None => CallError::Transport(format!(
@@ -477,8 +476,9 @@ fn classify(what: &str, error: electrum_client::Error) -> CallError {
     }
 }
 
-/// Whether a JSON-RPC error says that a transaction is unknown. electrs answers "missing
-/// transaction", Fulcrum and ElectrumX "no such mempool or blockchain transaction".
+/// Checks whether a JSON-RPC error reports an unknown transaction. The recorded electrs
+/// returns "missing transaction"; bitcoind's own message, which a server may pass on, is
+/// "No such mempool or blockchain transaction".
 fn is_not_found(error: &serde_json::Value) -> bool {
     let message = error
         .get("message")
@@ -494,8 +494,8 @@ fn is_not_found(error: &serde_json::Value) -> bool {
     .any(|phrase| message.contains(phrase))
 }
 
-/// Whether a history entry at `height` can spend an output of a transaction at
-/// `own_height`: a spender is never in an earlier block, and a mempool spender follows
+/// Checks whether a history entry at `height` can spend an output of a transaction at
+/// `own_height`. A spender is never in an earlier block, and a mempool spender may follow
 /// anything.
 fn may_spend_after(own_height: Option<i32>, height: i32) -> bool {
     match own_height {
@@ -557,8 +557,9 @@ fn parse_histogram(value: &serde_json::Value) -> Option<Vec<(Decimal, u64)>> {
         let [rate, vsize] = bin.as_array()?.as_slice() else {
             return None;
         };
-        // electrs and Fulcrum bin rates as 32-bit floats; printing the value as one drops
-        // the noise that widening to 64 bits adds, so 60.00084 stays 60.00084.
+        // The recorded electrs sends 32-bit float rates widened to 64 bits, such as
+        // 60.00083923339844. Printing the value as a 32-bit float gives 60.00084, the
+        // rate that Esplora reports for the same bin.
         #[allow(clippy::cast_possible_truncation)] // Narrowing to f32 is the point.
         let rate = Decimal::from_str(&(rate.as_f64()? as f32).to_string()).ok()?;
         if rate.is_sign_negative() {

@@ -3,7 +3,7 @@
 //!
 //! A failed backend is skipped for the base back-off, doubled for each failure in a row up
 //! to 16 times the base. When every backend is being skipped, all of them are tried in
-//! order anyway, since refusing without trying helps nobody.
+//! order anyway, because failing without a try gives the caller nothing.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -19,10 +19,10 @@ use super::{
 use crate::bitcoin::{OutPoint, Txid};
 use crate::telemetry;
 
-/// Longest skip, as a multiple of the base back-off.
+/// Maximum skip, as a multiple of the base back-off.
 const MAX_BACKOFF_FACTOR: u32 = 16;
 
-/// What is known about one backend from its last requests.
+/// Outcome of one backend's last requests.
 #[derive(Debug, Clone, Default)]
 struct Record {
     failures_in_row: u32,

@@ -59,7 +59,7 @@ impl ElectrumAnswers {
         self.answers.insert(key(method, params), answer);
     }
 
-    /// The recorded answer to `method` with `params`.
+    /// Returns the recorded answer to `method` with `params`.
     pub fn get(&self, method: &str, params: &[Value]) -> Option<&Result<Value, String>> {
         self.answers.get(&key(method, params))
     }
@@ -69,7 +69,7 @@ impl ElectrumAnswers {
         self.protocol_version = version.to_owned();
     }
 
-    /// All recorded raw transactions, by txid.
+    /// Returns every recorded raw transaction with its txid.
     pub fn transactions(&self) -> Vec<(String, String)> {
         self.answers
             .iter()
@@ -131,7 +131,7 @@ impl ElectrumReplay {
         self.methods.lock().expect("methods lock").clone()
     }
 
-    /// Most requests that were being answered at once.
+    /// Maximum number of requests in progress at once.
     pub fn max_in_flight(&self) -> usize {
         self.max_in_flight.load(Ordering::SeqCst)
     }
@@ -177,6 +177,9 @@ pub async fn start_with_faults(
     };
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
+            // Answers go out line by line; without this, Nagle's algorithm holds each
+            // small line back until the client acknowledges the previous one.
+            let _ = stream.set_nodelay(true);
             tokio::spawn(serve_connection(state.clone(), stream));
         }
     });
@@ -284,7 +287,8 @@ async fn respond(state: &ServerState, request: &Value, method: &str) -> Reply {
     Reply::Line(envelope(&id, &result).to_string())
 }
 
-/// A JSON-RPC 2.0 answer. The recording kept only an error's message, so the code is 1.
+/// Builds a JSON-RPC 2.0 response. The recording kept only an error's message, so the
+/// code is 1.
 fn envelope(id: &Value, result: &Result<Value, String>) -> Value {
     match result {
         Ok(result) => json!({"jsonrpc": "2.0", "id": id, "result": result}),
