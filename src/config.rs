@@ -218,7 +218,7 @@ impl Config {
         }
     }
 
-    /// The backend URLs in the order they are tried.
+    /// Returns the backend URLs in the order they are tried.
     pub fn backend_urls(&self) -> Vec<String> {
         if self.backends.is_empty() {
             vec![self.effective_esplora_url()]
@@ -227,7 +227,7 @@ impl Config {
         }
     }
 
-    /// The backends in the order they are tried, typed by URL scheme.
+    /// Returns the backends in the order they are tried, typed by URL scheme.
     ///
     /// # Errors
     ///
@@ -252,7 +252,7 @@ impl Config {
             .collect()
     }
 
-    /// How long a failing backend is skipped at first.
+    /// Returns how long a failing backend is skipped at first.
     pub fn backend_backoff(&self) -> Duration {
         Duration::from_secs(self.backend_backoff_secs)
     }

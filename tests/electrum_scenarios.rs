@@ -80,7 +80,7 @@ fn differences(left: &Value, right: &Value, path: &str, found: &mut Vec<String>)
     }
 }
 
-/// The recorded server's fee estimator answered differently through its two interfaces
+/// The recorded server's fee estimator returned different rates through its two interfaces
 /// (`/fee-estimates` 1.0 sat/vB, `blockchain.estimatefee` 0.1 sat/vB for every target), so
 /// the Esplora replay is given the Electrum estimates: same facts in, same diagnosis out.
 fn electrum_estimates_as_esplora(answers: &ElectrumAnswers) -> String {
@@ -168,8 +168,8 @@ async fn confirmed_block_is_unknown_over_electrum() {
     assert!(electrum["status"]["block_time"].is_null());
 }
 
-/// A payment that spends the same output as the replaced s07 focus, as a wallet that
-/// still holds the replaced transaction would present it.
+/// A stand-in for the replaced s07 focus: a transaction that spends the same output, given
+/// as raw bytes the way a wallet would give them.
 fn conflicting_with_s07() -> txdoctor::bitcoin::Transaction {
     use txdoctor::bitcoin;
     let parent: Txid = "0d0e4d5b7b40fc134ce0b0b249319458b37e2c7538d05e2ea9644a0afda7791f"
@@ -195,8 +195,8 @@ fn conflicting_with_s07() -> txdoctor::bitcoin::Transaction {
 
 #[tokio::test]
 async fn raw_hex_names_the_replacement_over_electrum() {
-    // Only the history of the contested output's script is asked for, so the recorded
-    // answers suffice: the other output's spender was never recorded.
+    // Only the history of the contested output's script is requested, so the recorded
+    // responses suffice: the other output's spender was never recorded.
     let scenario = Scenario::load("s07_replaced");
     let original = conflicting_with_s07();
     let txid = original.compute_txid();

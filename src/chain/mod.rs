@@ -173,7 +173,7 @@ pub struct RelayFees {
     pub incremental_relay_fee_sat_per_vb: Option<Decimal>,
 }
 
-/// How one backend fared at its last request.
+/// State of one backend after its last request.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BackendHealth {
     /// The backend's name, as [`ChainSource::name`] returns it.
