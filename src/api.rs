@@ -37,15 +37,20 @@ impl AppState {
     }
 }
 
-/// Builds the router: `/health`, diagnosis, bump plans and PSBT checks under `/api/v1`.
+/// Builds the router: `/health`, `/ready`, `/metrics`, and diagnosis, bump plans and PSBT
+/// checks under `/api/v1`; installs the metrics recorder if it is not installed yet.
 pub fn router(state: AppState) -> Router {
+    crate::telemetry::install();
     Router::new()
         .route("/health", get(health))
+        .route("/ready", get(crate::ops::ready))
+        .route("/metrics", get(crate::ops::metrics))
         .route("/api/v1/tx/{txid}", get(diagnose_get).post(diagnose_post))
         .route("/api/v1/tx/{txid}/bump", post(bump))
         .route("/api/v1/psbt/check", post(psbt_check))
         .fallback(not_found_route)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(crate::telemetry::track_route))
         .with_state(state)
 }
 

@@ -15,7 +15,7 @@ use crate::bump::plan::{BumpKind, Strategy};
 use crate::bump::{BumpPlan, BumpRequest, Bumper, Target, check};
 use crate::chain::ChainSource;
 use crate::chain::cache::CachedSource;
-use crate::chain::esplora::EsploraSource;
+use crate::chain::failover::FailoverSource;
 use crate::config::{Config, Network};
 use crate::diagnose::{DiagnoseError, Doctor};
 use crate::history::History;
@@ -42,6 +42,16 @@ pub struct Cli {
     /// Esplora API base URL, such as http://127.0.0.1:3002 (default: the network's public API).
     #[arg(long = "esplora", env = "TXDOCTOR_ESPLORA_URL", global = true)]
     pub esplora_url: Option<String>,
+    /// Electrum server, such as tcp://127.0.0.1:50001 or ssl://host:50002; repeat for more.
+    #[arg(long = "electrum", global = true)]
+    pub electrum_urls: Vec<String>,
+    /// Backend URL (http(s):// Esplora, tcp:// or ssl:// Electrum), tried in the order given;
+    /// repeat for more. With --esplora and --electrum, these come first.
+    #[arg(long = "backend", global = true)]
+    pub backend_urls: Vec<String>,
+    /// Backend requests in flight at once, per backend.
+    #[arg(long, env = "TXDOCTOR_MAX_IN_FLIGHT", global = true)]
+    pub max_in_flight: Option<usize>,
     /// Time limit of one backend request, in seconds.
     #[arg(long, env = "TXDOCTOR_TIMEOUT_SECS", global = true)]
     pub timeout_secs: Option<u64>,
@@ -118,6 +128,12 @@ pub enum Command {
         #[command(subcommand)]
         command: PsbtCommand,
     },
+    /// Probe every backend: state, tip height, latency and last error.
+    Health {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Serve the JSON API.
     Serve {
         /// Address to listen on.
@@ -162,6 +178,16 @@ impl Cli {
         if let Some(url) = &self.esplora_url {
             config.esplora_url = Some(url.clone());
         }
+        // Backends named on the command line replace the configured list.
+        let mut flagged = self.backend_urls.clone();
+        flagged.extend(self.esplora_url.iter().cloned());
+        flagged.extend(self.electrum_urls.iter().cloned());
+        if !flagged.is_empty() {
+            config.backends = flagged;
+        }
+        if let Some(max_in_flight) = self.max_in_flight {
+            config.max_in_flight = max_in_flight;
+        }
         if let Some(timeout) = self.timeout_secs {
             config.timeout_secs = timeout;
         }
@@ -187,6 +213,7 @@ impl Cli {
             config.listen = *listen;
         }
         config.validate()?;
+        config.backend_specs()?;
         Ok(config)
     }
 }
@@ -195,10 +222,21 @@ impl Cli {
 ///
 /// # Errors
 ///
-/// Returns the chain error when the HTTP client cannot be built.
+/// Returns the chain error when a backend URL is invalid or a client cannot be built.
 pub fn build_doctor(config: &Config) -> Result<Doctor, crate::chain::ChainError> {
-    let esplora: Arc<dyn ChainSource> = Arc::new(EsploraSource::new(config.esplora_options())?);
-    let source: Arc<dyn ChainSource> = Arc::new(CachedSource::new(esplora, config.cache_options()));
+    let specs = config
+        .backend_specs()
+        .map_err(|error| crate::chain::ChainError::Unavailable {
+            backend: "configuration".to_owned(),
+            reason: error.to_string(),
+        })?;
+    let backends = specs
+        .iter()
+        .map(crate::chain::BackendSpec::connect)
+        .collect::<Result<Vec<_>, _>>()?;
+    let failover = Arc::new(FailoverSource::new(backends, config.backend_backoff()));
+    let source: Arc<dyn ChainSource> =
+        Arc::new(CachedSource::new(failover, config.cache_options()));
     let history = Arc::new(History::new(10_000, config.history_dir.clone()));
     let options = crate::analysis::AnalysisOptions {
         policy: config.policy.relay_policy(),
@@ -281,6 +319,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Psbt {
             command: PsbtCommand::Check { file, json },
         } => ExitCode::from(psbt_check_command(&doctor, &file, json, config.max_fee_sat).await),
+        Command::Health { json } => ExitCode::from(health_command(&doctor, json).await),
         Command::Serve { .. } => serve(doctor, &config).await,
     }
 }
@@ -460,6 +499,21 @@ async fn psbt_check_command(
         println!("  Problem      {problem}");
     }
     EXIT_DIAGNOSED
+}
+
+async fn health_command(doctor: &Doctor, json: bool) -> u8 {
+    let readiness = crate::ops::readiness(doctor.source().as_ref()).await;
+    let rendered = if json {
+        serde_json::to_string_pretty(&readiness).unwrap_or_default()
+    } else {
+        crate::ops::readiness_report(&readiness)
+    };
+    println!("{}", rendered.trim_end());
+    if readiness.ready {
+        EXIT_DIAGNOSED
+    } else {
+        EXIT_BACKEND
+    }
 }
 
 async fn serve(doctor: Arc<Doctor>, config: &Config) -> ExitCode {

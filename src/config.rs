@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::chain::BackendSpec;
 use crate::chain::cache::CacheOptions;
+use crate::chain::electrum::ElectrumOptions;
 use crate::chain::esplora::EsploraOptions;
 use crate::feerate::SatPerKvb;
 use crate::policy::{PolicyVersion, RelayPolicy};
@@ -55,20 +57,31 @@ impl Network {
 pub struct Config {
     /// Network of the backend.
     pub network: Network,
-    /// Esplora base URL; the network's public API when unset.
+    /// Esplora base URL; the network's public API when unset and `backends` is empty.
     pub esplora_url: Option<String>,
+    /// Backends tried in order: `http(s)://` URLs are Esplora APIs, `tcp://` and `ssl://`
+    /// URLs Electrum servers. Empty means `esplora_url` alone.
+    pub backends: Vec<String>,
+    /// How long a failing backend is skipped at first, in seconds; it doubles while the
+    /// backend keeps failing, up to 16 times.
+    pub backend_backoff_secs: u64,
+    /// Whether an Electrum server's TLS certificate must match its host name.
+    pub electrum_validate_domain: bool,
     /// Address `serve` listens on.
     pub listen: SocketAddr,
     /// Time limit of one backend request, in seconds.
     pub timeout_secs: u64,
     /// Retries of a backend request after a 429, a 5xx or a failed connection.
     pub max_retries: u32,
-    /// Backend requests in flight at once.
+    /// Backend requests in flight at once, per backend.
     pub max_in_flight: usize,
     /// Lifetime of cached mempool facts, in seconds.
     pub mempool_cache_secs: u64,
     /// Lifetime of cached confirmed transactions, in seconds.
     pub confirmed_cache_secs: u64,
+    /// How long fetched facts may still be served, marked stale, while every backend is
+    /// down, in seconds; 0 never serves them.
+    pub stale_cache_secs: u64,
     /// Directory where diagnosed raw transactions are remembered; none keeps them in memory.
     pub history_dir: Option<PathBuf>,
     /// Relay policy used to price replacements and children.
@@ -123,12 +136,16 @@ impl Default for Config {
         Self {
             network: Network::Mainnet,
             esplora_url: None,
+            backends: Vec::new(),
+            backend_backoff_secs: 30,
+            electrum_validate_domain: true,
             listen: SocketAddr::from(([127, 0, 0, 1], 3000)),
             timeout_secs: 10,
             max_retries: 2,
             max_in_flight: 8,
             mempool_cache_secs: 10,
             confirmed_cache_secs: 3600,
+            stale_cache_secs: 3600,
             history_dir: None,
             policy: PolicyConfig::default(),
             lookahead: 250,
@@ -143,12 +160,23 @@ impl std::fmt::Debug for Config {
             .debug_struct("Config")
             .field("network", &self.network)
             .field("esplora_url", &self.esplora_url.as_deref().map(redact_url))
+            .field(
+                "backends",
+                &self
+                    .backends
+                    .iter()
+                    .map(|url| redact_url(url))
+                    .collect::<Vec<_>>(),
+            )
+            .field("backend_backoff_secs", &self.backend_backoff_secs)
+            .field("electrum_validate_domain", &self.electrum_validate_domain)
             .field("listen", &self.listen)
             .field("timeout_secs", &self.timeout_secs)
             .field("max_retries", &self.max_retries)
             .field("max_in_flight", &self.max_in_flight)
             .field("mempool_cache_secs", &self.mempool_cache_secs)
             .field("confirmed_cache_secs", &self.confirmed_cache_secs)
+            .field("stale_cache_secs", &self.stale_cache_secs)
             .field("history_dir", &self.history_dir)
             .field("policy", &self.policy)
             .field("lookahead", &self.lookahead)
@@ -197,6 +225,14 @@ pub enum ConfigError {
         name: &'static str,
         /// What is wrong.
         reason: String,
+    },
+    /// A backend URL has a scheme txdoctor cannot serve.
+    #[error(
+        "invalid backend URL {url}: expected http:// or https:// for Esplora, tcp:// or ssl:// for Electrum"
+    )]
+    InvalidBackend {
+        /// The URL.
+        url: String,
     },
     /// The file is not valid TOML for this configuration.
     #[error("invalid config file {path}: {source}")]
@@ -277,11 +313,15 @@ impl Config {
 
     /// Options for the Esplora client.
     pub fn esplora_options(&self) -> EsploraOptions {
+        self.esplora_options_for(&self.effective_esplora_url())
+    }
+
+    fn esplora_options_for(&self, url: &str) -> EsploraOptions {
         EsploraOptions {
             timeout: Duration::from_secs(self.timeout_secs.max(1)),
             max_retries: self.max_retries,
             max_in_flight: self.max_in_flight.max(1),
-            ..EsploraOptions::new(self.effective_esplora_url())
+            ..EsploraOptions::new(url)
         }
     }
 
@@ -294,11 +334,53 @@ impl Config {
         }
     }
 
+    /// Returns the backend URLs in the order they are tried.
+    pub fn backend_urls(&self) -> Vec<String> {
+        if self.backends.is_empty() {
+            vec![self.effective_esplora_url()]
+        } else {
+            self.backends.clone()
+        }
+    }
+
+    /// Returns the backends in the order they are tried, typed by URL scheme.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`ConfigError::InvalidBackend`] for a URL of another scheme.
+    pub fn backend_specs(&self) -> Result<Vec<BackendSpec>, ConfigError> {
+        self.backend_urls()
+            .into_iter()
+            .map(|url| {
+                if url.starts_with("http://") || url.starts_with("https://") {
+                    Ok(BackendSpec::Esplora(self.esplora_options_for(&url)))
+                } else if url.starts_with("tcp://") || url.starts_with("ssl://") {
+                    Ok(BackendSpec::Electrum(ElectrumOptions {
+                        timeout: Duration::from_secs(self.timeout_secs.max(1)),
+                        max_in_flight: self.max_in_flight.max(1),
+                        validate_domain: self.electrum_validate_domain,
+                        ..ElectrumOptions::new(url)
+                    }))
+                } else {
+                    Err(ConfigError::InvalidBackend {
+                        url: redact_url(&url),
+                    })
+                }
+            })
+            .collect()
+    }
+
+    /// Returns how long a failing backend is skipped at first.
+    pub fn backend_backoff(&self) -> Duration {
+        Duration::from_secs(self.backend_backoff_secs)
+    }
+
     /// Options for the cache.
     pub fn cache_options(&self) -> CacheOptions {
         CacheOptions {
             mempool_ttl: Duration::from_secs(self.mempool_cache_secs),
             confirmed_ttl: Duration::from_secs(self.confirmed_cache_secs),
+            stale_ttl: Duration::from_secs(self.stale_cache_secs),
             ..CacheOptions::default()
         }
     }
@@ -332,6 +414,7 @@ mod tests {
             esplora_url: Some(
                 "https://admin:SuperSecret@example.invalid/api?apikey=KEY123".to_owned(),
             ),
+            backends: vec!["ssl://admin:SuperSecret@example.invalid:50002".to_owned()],
             ..Config::default()
         };
         let shown = format!("{config:?}");
@@ -369,6 +452,43 @@ mod tests {
             ..Config::default()
         };
         assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn backends_keep_their_order() {
+        let config: Config = toml::from_str(
+            "backends = [\"tcp://127.0.0.1:50001\", \"http://127.0.0.1:3002\", \"ssl://127.0.0.1:50002\"]\n",
+        )
+        .expect("valid config");
+        let specs = config.backend_specs().expect("valid backends");
+        assert_eq!(specs.len(), 3);
+        assert!(matches!(specs[0], BackendSpec::Electrum(_)));
+        assert!(matches!(specs[1], BackendSpec::Esplora(_)));
+        assert!(matches!(specs[2], BackendSpec::Electrum(_)));
+    }
+
+    #[test]
+    fn unknown_backend_scheme_is_rejected() {
+        let config = Config {
+            backends: vec!["ftp://127.0.0.1".to_owned()],
+            ..Config::default()
+        };
+        assert!(matches!(
+            config.backend_specs(),
+            Err(ConfigError::InvalidBackend { .. })
+        ));
+    }
+
+    #[test]
+    fn no_backends_means_esplora_url() {
+        let config = Config {
+            esplora_url: Some("http://127.0.0.1:3002".to_owned()),
+            ..Config::default()
+        };
+        assert_eq!(
+            config.backend_urls(),
+            vec!["http://127.0.0.1:3002".to_owned()]
+        );
     }
 
     #[test]

@@ -1,13 +1,13 @@
 //! The diagnose use case: fetch the facts about one transaction, then analyse them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use futures::future::join_all;
 
 use crate::analysis::{self, AnalysisOptions, Conflict, Diagnosis, MempoolFacts, MissingFacts};
 use crate::bitcoin::{OutPoint, Transaction, Txid};
-use crate::chain::{ChainError, ChainSource, ChainTx, OutputSpend, TxStatus};
+use crate::chain::{ChainError, ChainSource, ChainTx, OutputSpend, TxStatus, stale};
 use crate::history::History;
 use crate::policy::CLUSTER_COUNT_LIMIT;
 
@@ -68,6 +68,19 @@ impl Doctor {
         txid: Txid,
         raw: Option<Transaction>,
     ) -> Result<Diagnosis, DiagnoseError> {
+        let (result, stale_facts) = stale::collect(self.diagnose_fresh(txid, raw)).await;
+        let mut diagnosis = result?;
+        diagnosis
+            .data_gaps
+            .extend(stale_facts.iter().map(ToString::to_string));
+        Ok(diagnosis)
+    }
+
+    async fn diagnose_fresh(
+        &self,
+        txid: Txid,
+        raw: Option<Transaction>,
+    ) -> Result<Diagnosis, DiagnoseError> {
         if let Some(raw) = &raw {
             let actual = raw.compute_txid();
             if actual != txid {
@@ -121,25 +134,22 @@ impl Doctor {
             .collect();
         let lookups = outpoints
             .iter()
-            .map(|outpoint| self.source.outspends(outpoint.txid));
-        for (outpoint, spends) in outpoints.iter().zip(join_all(lookups).await) {
-            match spends? {
+            .map(|outpoint| self.source.output_spend(*outpoint));
+        for (outpoint, spend) in outpoints.iter().zip(join_all(lookups).await) {
+            match spend? {
                 None => facts.missing_parents.push(*outpoint),
-                Some(spends) => match spends.get(outpoint.vout as usize) {
-                    Some(OutputSpend::Spent {
-                        txid: spender,
-                        confirmed,
-                        ..
-                    }) if *spender != txid => {
-                        facts.conflicts.push(Conflict {
-                            outpoint: *outpoint,
-                            spender: *spender,
-                            spender_confirmed: *confirmed,
-                        });
-                    }
-                    Some(_) => {}
-                    None => facts.missing_parents.push(*outpoint),
-                },
+                Some(OutputSpend::Spent {
+                    txid: spender,
+                    confirmed,
+                    ..
+                }) if spender != txid => {
+                    facts.conflicts.push(Conflict {
+                        outpoint: *outpoint,
+                        spender,
+                        spender_confirmed: confirmed,
+                    });
+                }
+                Some(_) => {}
             }
         }
         Ok(facts)
@@ -194,7 +204,7 @@ impl Doctor {
     pub async fn mempool_facts(&self, focus: Arc<ChainTx>) -> Result<MempoolFacts, ChainError> {
         let focus_txid = focus.txid;
         let mut cluster: HashMap<Txid, Arc<ChainTx>> = HashMap::from([(focus_txid, focus)]);
-        let mut confirmed: HashMap<Txid, Arc<ChainTx>> = HashMap::new();
+        let mut confirmed: HashSet<Txid> = HashSet::new();
         let mut frontier = vec![focus_txid];
         let mut gaps = Vec::new();
         let mut complete = true;
@@ -203,10 +213,17 @@ impl Doctor {
             let candidates = self
                 .relatives_of(&frontier, &cluster, &confirmed, &mut gaps, &mut complete)
                 .await?;
-            let fetched =
-                join_all(candidates.iter().map(|txid| self.source.transaction(*txid))).await;
+            let unconfirmed = self
+                .unconfirmed_among(candidates, &mut confirmed, &mut gaps, &mut complete)
+                .await;
+            let fetched = join_all(
+                unconfirmed
+                    .iter()
+                    .map(|txid| self.source.transaction(*txid)),
+            )
+            .await;
             frontier.clear();
-            for (txid, result) in candidates.into_iter().zip(fetched) {
+            for (txid, result) in unconfirmed.into_iter().zip(fetched) {
                 match result {
                     Ok(Some(tx)) if tx.status == TxStatus::Unconfirmed => {
                         if cluster.len() >= self.max_cluster {
@@ -216,8 +233,8 @@ impl Doctor {
                         cluster.insert(txid, tx);
                         frontier.push(txid);
                     }
-                    Ok(Some(tx)) => {
-                        confirmed.insert(txid, tx);
+                    Ok(Some(_)) => {
+                        confirmed.insert(txid);
                     }
                     Ok(None) => {
                         complete = false;
@@ -232,7 +249,7 @@ impl Doctor {
                 }
             }
         }
-        self.check_prevouts(&cluster, &confirmed)?;
+        self.check_prevouts(&cluster).await?;
         let mut gaps_out = gaps;
         let mempool = mempool
             .map_err(|error| gaps_out.push(format!("mempool histogram: {error}")))
@@ -254,22 +271,41 @@ impl Doctor {
     }
 
     /// Checks every previous output the backend stated for the cluster against the parent
-    /// transaction it returned, so that a consistent lie about a value cannot pass.
-    fn check_prevouts(
+    /// transaction's own bytes, so that a consistent lie about a value cannot pass.
+    /// Parents in the cluster are at hand; the others are fetched raw.
+    async fn check_prevouts(
         &self,
         cluster: &HashMap<Txid, Arc<ChainTx>>,
-        confirmed: &HashMap<Txid, Arc<ChainTx>>,
     ) -> Result<(), ChainError> {
+        let outside: HashSet<Txid> = cluster
+            .values()
+            .flat_map(|tx| tx.tx.input.iter().map(|input| input.previous_output.txid))
+            .filter(|txid| !cluster.contains_key(txid))
+            .collect();
+        let outside: Vec<Txid> = outside.into_iter().collect();
+        let fetched = join_all(
+            outside
+                .iter()
+                .map(|txid| self.source.raw_transaction(*txid)),
+        )
+        .await;
+        let mut parents: HashMap<Txid, Arc<Transaction>> = HashMap::new();
+        for (txid, raw) in outside.into_iter().zip(fetched) {
+            if let Some(raw) = raw? {
+                parents.insert(txid, raw);
+            }
+        }
         for tx in cluster.values() {
             for (input, stated) in tx.tx.input.iter().zip(&tx.prevouts) {
                 let outpoint = input.previous_output;
-                let Some(parent) = cluster
-                    .get(&outpoint.txid)
-                    .or_else(|| confirmed.get(&outpoint.txid))
-                else {
-                    continue;
+                let actual = match cluster.get(&outpoint.txid) {
+                    Some(parent) => parent.tx.output.get(outpoint.vout as usize),
+                    None => match parents.get(&outpoint.txid) {
+                        Some(parent) => parent.output.get(outpoint.vout as usize),
+                        None => continue,
+                    },
                 };
-                if parent.tx.output.get(outpoint.vout as usize) != Some(stated) {
+                if actual != Some(stated) {
                     return Err(ChainError::Inconsistent {
                         backend: self.source.name().to_owned(),
                         detail: format!(
@@ -284,19 +320,53 @@ impl Doctor {
         Ok(())
     }
 
+    /// Sorts `candidates` by status: confirmed ones go to `confirmed`, unknown ones to the
+    /// gaps, and the unconfirmed ones are returned. Asking for the status first spares a
+    /// backend that must fetch previous transactions for a fee (Electrum) that work for
+    /// confirmed relatives, which the analysis does not need.
+    async fn unconfirmed_among(
+        &self,
+        candidates: Vec<Txid>,
+        confirmed: &mut HashSet<Txid>,
+        gaps: &mut Vec<String>,
+        complete: &mut bool,
+    ) -> Vec<Txid> {
+        let statuses = join_all(candidates.iter().map(|txid| self.source.status(*txid))).await;
+        let mut unconfirmed = Vec::new();
+        for (txid, status) in candidates.into_iter().zip(statuses) {
+            match status {
+                Ok(Some(TxStatus::Unconfirmed)) => unconfirmed.push(txid),
+                Ok(Some(TxStatus::Confirmed { .. })) => {
+                    confirmed.insert(txid);
+                }
+                Ok(None) => {
+                    *complete = false;
+                    gaps.push(format!("related transaction {txid} was not found"));
+                }
+                Err(error) => {
+                    *complete = false;
+                    gaps.push(format!(
+                        "related transaction {txid} could not be fetched: {error}"
+                    ));
+                }
+            }
+        }
+        unconfirmed
+    }
+
     /// Returns the txids that `frontier` spends from or is spent by, not yet classified.
     async fn relatives_of(
         &self,
         frontier: &[Txid],
         cluster: &HashMap<Txid, Arc<ChainTx>>,
-        confirmed: &HashMap<Txid, Arc<ChainTx>>,
+        confirmed: &HashSet<Txid>,
         gaps: &mut Vec<String>,
         complete: &mut bool,
     ) -> Result<Vec<Txid>, ChainError> {
         let mut candidates: Vec<Txid> = Vec::new();
         let consider = |txid: Txid, candidates: &mut Vec<Txid>| {
             if !cluster.contains_key(&txid)
-                && !confirmed.contains_key(&txid)
+                && !confirmed.contains(&txid)
                 && !candidates.contains(&txid)
             {
                 candidates.push(txid);

@@ -30,6 +30,8 @@ pub mod diagnose;
 pub mod feerate;
 pub mod history;
 pub mod input;
+pub mod ops;
 pub mod policy;
+pub mod telemetry;
 
 pub use bdk_wallet::bitcoin;

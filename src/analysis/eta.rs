@@ -180,9 +180,9 @@ mod tests {
 
     fn snapshot() -> MempoolSnapshot {
         MempoolSnapshot {
-            count: 3,
+            count: Some(3),
             vsize: 2_500_000,
-            total_fee_sat: 0,
+            total_fee_sat: Some(0),
             histogram: vec![
                 (dec!(20), 900_000),
                 (dec!(10), 1_000_000),

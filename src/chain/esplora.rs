@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bdk_esplora::esplora_client::api::{MempoolStats, OutputStatus, Tx};
+use bdk_esplora::esplora_client::api::{
+    MempoolStats, OutputStatus, Tx, TxStatus as EsploraTxStatus,
+};
 use reqwest::StatusCode;
 use rust_decimal::Decimal;
 use rust_decimal::prelude::FromPrimitive;
@@ -212,7 +214,7 @@ impl EsploraSource {
             .ok_or_else(|| self.unavailable(format!("GET {path} returned HTTP 404")))
     }
 
-    async fn raw_transaction(&self, txid: Txid) -> Result<Option<Transaction>, ChainError> {
+    async fn fetch_raw(&self, txid: Txid) -> Result<Option<Transaction>, ChainError> {
         let path = format!("/tx/{txid}/hex");
         let Some(hex) = self.get_text(&path).await? else {
             return Ok(None);
@@ -317,10 +319,20 @@ impl ChainSource for EsploraSource {
         &self.name
     }
 
+    async fn raw_transaction(&self, txid: Txid) -> Result<Option<Arc<Transaction>>, ChainError> {
+        let Some(tx) = self.fetch_raw(txid).await? else {
+            return Ok(None);
+        };
+        let actual = tx.compute_txid();
+        if actual != txid {
+            return Err(self.inconsistent(format!("requested transaction {txid} but got {actual}")));
+        }
+        Ok(Some(Arc::new(tx)))
+    }
+
     async fn transaction(&self, txid: Txid) -> Result<Option<Arc<ChainTx>>, ChainError> {
         let info_path = format!("/tx/{txid}");
-        let (info, raw) =
-            tokio::try_join!(self.get_json::<Tx>(&info_path), self.raw_transaction(txid))?;
+        let (info, raw) = tokio::try_join!(self.get_json::<Tx>(&info_path), self.fetch_raw(txid))?;
         match (info, raw) {
             (Some(info), Some(raw)) => {
                 Ok(Some(Arc::new(self.checked_transaction(txid, info, raw)?)))
@@ -329,6 +341,24 @@ impl ChainSource for EsploraSource {
             _ => Err(self.inconsistent(format!(
                 "GET /tx/{txid} and GET /tx/{txid}/hex disagree on whether it exists"
             ))),
+        }
+    }
+
+    async fn status(&self, txid: Txid) -> Result<Option<TxStatus>, ChainError> {
+        let path = format!("/tx/{txid}/status");
+        let Some(status) = self.get_json::<EsploraTxStatus>(&path).await? else {
+            return Ok(None);
+        };
+        match (status.confirmed, status.block_height) {
+            (true, Some(block_height)) => Ok(Some(TxStatus::Confirmed {
+                block_height,
+                block_hash: status.block_hash,
+                block_time: status.block_time,
+            })),
+            (true, None) => {
+                Err(self.inconsistent(format!("GET {path} is confirmed without a height")))
+            }
+            (false, _) => Ok(Some(TxStatus::Unconfirmed)),
         }
     }
 
@@ -369,9 +399,9 @@ impl ChainSource for EsploraSource {
             histogram.push((rate.round_dp(6), vsize as u64));
         }
         Ok(Arc::new(MempoolSnapshot {
-            count: stats.count as u64,
+            count: Some(stats.count as u64),
             vsize: stats.vsize as u64,
-            total_fee_sat: stats.total_fee,
+            total_fee_sat: Some(stats.total_fee),
             histogram,
         }))
     }

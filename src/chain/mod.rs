@@ -6,7 +6,10 @@
 //! front of any source.
 
 pub mod cache;
+pub mod electrum;
 pub mod esplora;
+pub mod failover;
+pub mod stale;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -144,12 +147,12 @@ pub enum OutputSpend {
 /// The backend's view of its mempool.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MempoolSnapshot {
-    /// Number of transactions.
-    pub count: u64,
+    /// Number of transactions, where the backend reports it (Electrum does not).
+    pub count: Option<u64>,
     /// Total virtual size.
     pub vsize: u64,
-    /// Total fees, in satoshis.
-    pub total_fee_sat: u64,
+    /// Total fees, in satoshis, where the backend reports them (Electrum does not).
+    pub total_fee_sat: Option<u64>,
     /// Fee histogram, highest rate first: each entry is the lowest rate of a bin, in sat/vB,
     /// and the virtual size of the transactions at or above it and below the previous
     /// entry's rate.
@@ -158,6 +161,69 @@ pub struct MempoolSnapshot {
 
 /// The backend's fee estimates: confirmation target in blocks to rate in sat/vB.
 pub type FeeEstimates = BTreeMap<u16, Decimal>;
+
+/// The relay fee floors of the backend's node, in sat/vB.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RelayFees {
+    /// `minrelaytxfee`.
+    pub min_relay_fee_sat_per_vb: Decimal,
+    /// The mempool's current minimum fee, where the backend reports it.
+    pub mempool_min_fee_sat_per_vb: Option<Decimal>,
+    /// `incrementalrelayfee`, where the backend reports it.
+    pub incremental_relay_fee_sat_per_vb: Option<Decimal>,
+}
+
+/// State of one backend after its last request.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BackendHealth {
+    /// The backend's name, as [`ChainSource::name`] returns it.
+    pub backend: String,
+    /// Whether requests are sent to it now.
+    pub state: BackendState,
+    /// Height of its best block, when it was last reached.
+    pub tip_height: Option<u32>,
+    /// Duration of its last request, in milliseconds.
+    pub latency_ms: Option<u64>,
+    /// The last error it returned, if its last request failed.
+    pub last_error: Option<String>,
+}
+
+/// Whether a backend takes requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendState {
+    /// Its last request succeeded, or none has been made yet.
+    Up,
+    /// Its last request failed; it is skipped until its back-off ends.
+    Down,
+}
+
+/// One backend to connect to, as configured.
+#[derive(Debug, Clone)]
+pub enum BackendSpec {
+    /// An Esplora REST API.
+    Esplora(esplora::EsploraOptions),
+    /// An Electrum server.
+    Electrum(electrum::ElectrumOptions),
+}
+
+impl BackendSpec {
+    /// Creates the source this spec describes; no connection is made yet.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`ChainError::Unavailable`] when the client cannot be built.
+    pub fn connect(&self) -> Result<Arc<dyn ChainSource>, ChainError> {
+        Ok(match self {
+            BackendSpec::Esplora(options) => {
+                Arc::new(esplora::EsploraSource::new(options.clone())?)
+            }
+            BackendSpec::Electrum(options) => {
+                Arc::new(electrum::ElectrumSource::new(options.clone())?)
+            }
+        })
+    }
+}
 
 /// What can go wrong while asking a backend.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -204,4 +270,55 @@ pub trait ChainSource: Send + Sync {
 
     /// Fetches the height of the best block.
     async fn tip_height(&self) -> Result<u32, ChainError>;
+
+    /// Fetches a transaction's raw form only, its txid checked, to verify the values
+    /// others state for its outputs. The default goes through [`ChainSource::transaction`];
+    /// backends with a cheaper request override it.
+    async fn raw_transaction(&self, txid: Txid) -> Result<Option<Arc<Transaction>>, ChainError> {
+        Ok(self
+            .transaction(txid)
+            .await?
+            .map(|tx| Arc::new(tx.tx.clone())))
+    }
+
+    /// Fetches where a transaction is, without the previous outputs that
+    /// [`ChainSource::transaction`] needs; `None` when the backend does not know it.
+    ///
+    /// The default fetches the whole transaction; a backend that pays extra for previous
+    /// outputs (Electrum) or has a cheaper request (Esplora) overrides it.
+    async fn status(&self, txid: Txid) -> Result<Option<TxStatus>, ChainError> {
+        Ok(self.transaction(txid).await?.map(|tx| tx.status))
+    }
+
+    /// Fetches who spends one output; `None` when the backend does not know the
+    /// transaction or the output.
+    async fn output_spend(&self, outpoint: OutPoint) -> Result<Option<OutputSpend>, ChainError> {
+        let spends = self.outspends(outpoint.txid).await?;
+        Ok(spends.and_then(|spends| spends.get(outpoint.vout as usize).copied()))
+    }
+
+    /// Fetches the relay fee floors of the backend's node; `None` when the backend does
+    /// not expose them (Esplora).
+    async fn relay_fees(&self) -> Result<Option<RelayFees>, ChainError> {
+        Ok(None)
+    }
+
+    /// Probes each backend behind this source and reports how it fares. The default
+    /// probes this source as a single backend by asking for its tip.
+    async fn health(&self) -> Vec<BackendHealth> {
+        let started = std::time::Instant::now();
+        let result = self.tip_height().await;
+        let latency_ms = u64::try_from(started.elapsed().as_millis()).ok();
+        let (state, tip_height, last_error) = match result {
+            Ok(height) => (BackendState::Up, Some(height), None),
+            Err(error) => (BackendState::Down, None, Some(error.to_string())),
+        };
+        vec![BackendHealth {
+            backend: self.name().to_owned(),
+            state,
+            tip_height,
+            latency_ms,
+            last_error,
+        }]
+    }
 }

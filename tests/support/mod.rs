@@ -2,6 +2,8 @@
 #![allow(dead_code)] // Each test binary uses a different part of this module.
 #![allow(clippy::cast_possible_truncation)] // Recorded statuses and numbers are small.
 
+pub mod electrum;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -107,6 +109,8 @@ pub enum Fault {
     Status(u16),
     /// Answers 200 with a body that is not what the endpoint returns.
     Garbage,
+    /// Answers with the first half of the recorded body.
+    Truncated,
     /// Answers with a status and a `Retry-After` header, `times` times, then normally.
     RetryAfter {
         status: u16,
@@ -221,6 +225,7 @@ async fn respond(state: &ReplayState, path: &str) -> Response<Body> {
             Fault::Delay(delay) => tokio::time::sleep(*delay).await,
             Fault::Status(status) => return plain(*status, String::new()),
             Fault::Garbage => return plain(200, "<html>not json".to_owned()),
+            Fault::Truncated => {}
             Fault::RetryAfter {
                 status,
                 seconds,
@@ -240,7 +245,12 @@ async fn respond(state: &ReplayState, path: &str) -> Response<Body> {
             }
         }
     }
+    let truncated = state
+        .faults
+        .iter()
+        .any(|(part, fault)| path.contains(part.as_str()) && matches!(fault, Fault::Truncated));
     match state.routes.get(path) {
+        Some((status, body)) if truncated => plain(*status, body[..body.len() / 2].to_owned()),
         Some((status, body)) => plain(*status, body.clone()),
         None => plain(404, "Transaction not found".to_owned()),
     }
