@@ -96,6 +96,11 @@ impl Doctor {
                 Some(raw) => Some(raw),
                 None => self.history.recall(txid).await,
             };
+            // A transaction given by the caller is remembered too, so that the next
+            // look-up can trace it without the raw bytes.
+            if let Some(raw) = &raw {
+                self.history.remember(raw).await;
+            }
             let facts = self.missing_facts(txid, raw).await?;
             return Ok(analysis::diagnose_missing(&facts, &backend));
         };

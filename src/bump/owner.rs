@@ -16,30 +16,48 @@ use crate::bitcoin::{NetworkKind, Psbt, ScriptBuf};
 use crate::config::Network;
 use crate::input::looks_like_private_key;
 
+/// Which descriptor an error is about, as the user gave them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Position {
+    /// The n-th `--descriptor`, from 1.
+    Descriptor(usize),
+    /// The n-th `--change-descriptor`, from 1.
+    ChangeDescriptor(usize),
+}
+
+impl std::fmt::Display for Position {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Position::Descriptor(n) => write!(formatter, "descriptor {n}"),
+            Position::ChangeDescriptor(n) => write!(formatter, "change descriptor {n}"),
+        }
+    }
+}
+
 /// Errors of descriptor parsing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DescriptorError {
     /// A descriptor or key contains private material, which is not repeated.
     #[error(
-        "descriptor {position} contains a private key; give the public descriptor only (xpub or tpub keys), and never share the private one"
+        "{position} contains a private key; give the public descriptor only (xpub or tpub keys), and never share the private one"
     )]
     PrivateKey {
         /// Position among the descriptors given, from 1.
-        position: usize,
+        position: Position,
     },
     /// Not a valid descriptor.
-    #[error("descriptor {position} is invalid: {reason}")]
+    #[error("{position} is invalid: {reason}")]
     Invalid {
         /// Position among the descriptors given, from 1.
-        position: usize,
+        position: Position,
         /// The parser's reason.
         reason: String,
     },
     /// The keys are for another network.
-    #[error("descriptor {position} has {found} keys but the network is {network:?}")]
+    #[error("{position} has {found} keys but the network is {network:?}")]
     WrongNetwork {
         /// Position among the descriptors given, from 1.
-        position: usize,
+        position: Position,
         /// `mainnet` or `test network` keys.
         found: &'static str,
         /// The configured network.
@@ -93,7 +111,7 @@ fn without_checksum(text: &str) -> &str {
 
 fn parse_public(
     text: &str,
-    position: usize,
+    position: Position,
     network: Network,
 ) -> Result<Descriptor<DescriptorPublicKey>, DescriptorError> {
     if looks_like_private_key(text) {
@@ -155,18 +173,24 @@ impl Owner {
         if descriptors.is_empty() {
             return Err(DescriptorError::Missing);
         }
-        let total = descriptors.len();
         let mut receive = Vec::new();
         for (i, text) in descriptors.iter().enumerate() {
-            receive.push((parse_public(text, i + 1, network)?, text.clone()));
+            receive.push((
+                parse_public(text, Position::Descriptor(i + 1), network)?,
+                text.clone(),
+            ));
         }
         let mut change = Vec::new();
         for (i, text) in change_descriptors.iter().enumerate() {
-            change.push(parse_public(text, total + i + 1, network)?);
+            change.push(parse_public(
+                text,
+                Position::ChangeDescriptor(i + 1),
+                network,
+            )?);
         }
         let mut wallets = Vec::new();
         let mut used = vec![false; receive.len()];
-        let create = |params: bdk_wallet::CreateParams, position: usize| {
+        let create = |params: bdk_wallet::CreateParams, position: Position| {
             params
                 .network(network.bitcoin())
                 .lookahead(lookahead)
@@ -181,7 +205,7 @@ impl Owner {
                 continue;
             }
             used[i] = true;
-            let position = i + 1;
+            let position = Position::Descriptor(i + 1);
             if descriptor.is_multipath() {
                 let params = Wallet::create_from_two_path_descriptor(descriptor.to_string());
                 wallets.push(OwnedWallet {
