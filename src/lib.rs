@@ -32,6 +32,7 @@ pub mod history;
 pub mod input;
 pub mod ops;
 pub mod policy;
+pub mod report;
 pub mod telemetry;
 
 pub use bdk_wallet::bitcoin;
