@@ -73,6 +73,14 @@ pub struct SatPerKvb(pub u64);
 impl SatPerKvb {
     /// Returns the fee for `vsize` virtual bytes at this rate, rounded up to a whole
     /// satoshi as `CFeeRate::GetFee` does (`src/policy/feerate.cpp`).
+    ///
+    /// ```
+    /// use txdoctor::feerate::SatPerKvb;
+    ///
+    /// // Bitcoin Core's default incremental relay fee on a 105 vB replacement: 10.5 sat,
+    /// // rounded up.
+    /// assert_eq!(SatPerKvb(100).fee_for_vsize(105), 11);
+    /// ```
     pub fn fee_for_vsize(self, vsize: u64) -> u64 {
         let fee = (u128::from(self.0) * u128::from(vsize)).div_ceil(1000);
         u64::try_from(fee).unwrap_or(u64::MAX)
