@@ -47,7 +47,9 @@ pub struct ElectrumOptions {
     pub timeout: Duration,
     /// Calls allowed in flight at once.
     pub max_in_flight: usize,
-    /// Whether a TLS certificate must match the host name; off accepts self-signed ones.
+    /// Whether to verify an `ssl://` server's certificate: it must chain to a root in
+    /// webpki-roots and name the host. Off accepts any certificate, self-signed ones
+    /// included, so the connection is encrypted but the server is not authenticated.
     pub validate_domain: bool,
 }
 
@@ -102,18 +104,38 @@ enum CallError {
     Transport(String),
 }
 
+/// An error of electrum-client, by the step that raised it.
+enum Failure {
+    /// Connecting, the TLS handshake and the `server.version` negotiation.
+    Connect(electrum_client::Error),
+    /// The call itself, on a connected client.
+    Call(electrum_client::Error),
+}
+
 impl ElectrumSource {
     /// Creates a client for the server at `options.url`; it connects on first use.
     ///
     /// # Errors
     ///
-    /// Returns [`ChainError::Unavailable`] when the URL is not `tcp://` or `ssl://`.
+    /// Returns [`ChainError::Unavailable`] when the URL is not `tcp://` or `ssl://`, or is
+    /// an `ssl://` URL whose host is an IPv6 address.
     pub fn new(options: ElectrumOptions) -> Result<Self, ChainError> {
         let name = format!("electrum {}", crate::config::redact_url(&options.url));
         if !options.url.starts_with("tcp://") && !options.url.starts_with("ssl://") {
             return Err(ChainError::Unavailable {
                 backend: name,
                 reason: "invalid Electrum URL: expected tcp://host:port or ssl://host:port"
+                    .to_owned(),
+            });
+        }
+        // NOTE: electrum-client 0.25.2 takes the TLS server name to be the text before the
+        // first ':', which is "[" for an IPv6 address, so every connection would fail with
+        // a misleading "invalid domain name" error.
+        if options.url.starts_with("ssl://[") {
+            return Err(ChainError::Unavailable {
+                backend: name,
+                reason: "unsupported Electrum URL: electrum-client cannot open TLS to an IPv6 \
+                         address, so use a host name that resolves to it, or tcp://"
                     .to_owned(),
             });
         }
@@ -172,15 +194,16 @@ impl ElectrumSource {
         self.requests.fetch_add(requests as u64, Ordering::Relaxed);
         let idle = self.idle.clone();
         let options = self.options.clone();
+        let tls = options.url.starts_with("ssl://");
         let task = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            let client = take_or_connect(&idle, &options)?;
-            let result = work(&client);
+            let client = take_or_connect(&idle, &options).map_err(Failure::Connect)?;
+            let result = work(&client).map_err(Failure::Call);
             // A server error leaves the connection usable; anything else may leave it
             // half-read, so it is closed.
             let reusable = match &result {
                 Ok(_) => true,
-                Err(error) => matches!(error, electrum_client::Error::Protocol(_)),
+                Err(error) => matches!(error, Failure::Call(electrum_client::Error::Protocol(_))),
             };
             if reusable {
                 if let Ok(mut idle) = idle.lock() {
@@ -197,7 +220,10 @@ impl ElectrumSource {
             Ok(Err(join_error)) => Err(CallError::Transport(format!(
                 "{what} failed on the blocking pool: {join_error}"
             ))),
-            Ok(Ok(result)) => result.map_err(|error| classify(what, error)),
+            Ok(Ok(result)) => result.map_err(|failure| match failure {
+                Failure::Connect(error) if tls => classify_tls_connect(what, error),
+                Failure::Connect(error) | Failure::Call(error) => classify(what, error),
+            }),
         }
     }
 
@@ -474,6 +500,51 @@ fn classify(what: &str, error: electrum_client::Error) -> CallError {
         },
         other => CallError::Transport(format!("{what} failed: {other}")),
     }
+}
+
+/// Classifies a failure to connect to an `ssl://` server. electrum-client passes rustls's
+/// errors on as they are, such as "invalid peer certificate: UnknownIssuer", so this adds
+/// what the error means and what to do about it.
+fn classify_tls_connect(what: &str, error: electrum_client::Error) -> CallError {
+    use rustls::CertificateError;
+    let electrum_client::Error::IOError(io_error) = &error else {
+        return classify(what, error);
+    };
+    let Some(tls_error) = io_error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    else {
+        if io_error.kind() == std::io::ErrorKind::UnexpectedEof {
+            return CallError::Transport(format!(
+                "{what} failed: the server closed the connection during the TLS handshake or \
+                 the server.version request. Check that the port serves TLS, and use tcp:// \
+                 for a plain-TCP server"
+            ));
+        }
+        return classify(what, error);
+    };
+    let advice = match tls_error {
+        rustls::Error::InvalidCertificate(
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+        ) => {
+            "the server's TLS certificate does not name this host. Connect by a name that \
+             it lists, or set electrum_validate_domain = false to skip all certificate checks"
+        }
+        rustls::Error::InvalidCertificate(
+            CertificateError::Expired | CertificateError::ExpiredContext { .. },
+        ) => "the server's TLS certificate has expired and must be renewed on the server",
+        rustls::Error::InvalidCertificate(_) => {
+            "the server's TLS certificate is not trusted, because electrum-client accepts \
+             only certificates that chain to a root in webpki-roots. To accept a self-signed \
+             certificate, set electrum_validate_domain = false, which skips all certificate \
+             checks"
+        }
+        _ => {
+            "the TLS handshake failed. Check that the port serves TLS, and use tcp:// for a \
+             plain-TCP server"
+        }
+    };
+    CallError::Transport(format!("{what} failed: {advice} ({tls_error})"))
 }
 
 /// Checks whether a JSON-RPC error reports an unknown transaction. The recorded electrs
@@ -776,5 +847,14 @@ mod tests {
     fn url_scheme_is_checked() {
         assert!(ElectrumSource::new(ElectrumOptions::new("http://127.0.0.1:50001")).is_err());
         assert!(ElectrumSource::new(ElectrumOptions::new("tcp://127.0.0.1:50001")).is_ok());
+    }
+
+    #[test]
+    fn tls_to_ipv6_address_is_rejected() {
+        let error = ElectrumSource::new(ElectrumOptions::new("ssl://[::1]:50002"))
+            .expect_err("an IPv6 address cannot be a TLS server name");
+        assert!(error.to_string().contains("IPv6"), "{error}");
+        assert!(ElectrumSource::new(ElectrumOptions::new("tcp://[::1]:50001")).is_ok());
+        assert!(ElectrumSource::new(ElectrumOptions::new("ssl://localhost:50002")).is_ok());
     }
 }

@@ -1,5 +1,5 @@
-//! An in-process Electrum server: newline-delimited JSON-RPC over TCP on a loopback port,
-//! replaying the answers recorded in `electrum.json`, with faults on request.
+//! An in-process Electrum server: newline-delimited JSON-RPC over TCP or TLS on a loopback
+//! port, replaying the answers recorded in `electrum.json`, with faults on request.
 //!
 //! Each request line is answered on its own task, so requests that the client pipelines on
 //! one connection are in flight together, as on a real server, and the server can count
@@ -12,9 +12,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpListener;
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::ServerConfig;
+use tokio_rustls::rustls::crypto::ring;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 /// Recorded answers: `method params` to a result or an error message.
 #[derive(Clone, Default)]
@@ -112,7 +115,7 @@ pub enum ElectrumFault {
 
 /// A running fake Electrum server.
 pub struct ElectrumReplay {
-    /// `tcp://127.0.0.1:PORT`.
+    /// `tcp://127.0.0.1:PORT`, or `ssl://127.0.0.1:PORT` for a TLS server.
     pub url: String,
     requests: Arc<AtomicUsize>,
     in_flight: Arc<AtomicUsize>,
@@ -156,6 +159,39 @@ pub async fn start_with_faults(
     answers: ElectrumAnswers,
     faults: Vec<(String, ElectrumFault)>,
 ) -> ElectrumReplay {
+    listen(answers, faults, None).await
+}
+
+/// Starts a server replaying `answers` over TLS, with a self-signed certificate for
+/// `localhost` and `127.0.0.1` made for this server alone. No root store contains it, so
+/// a client accepts it only when certificate validation is off.
+pub async fn start_tls(answers: ElectrumAnswers) -> ElectrumReplay {
+    listen(answers, Vec::new(), Some(self_signed_acceptor())).await
+}
+
+fn self_signed_acceptor() -> TlsAcceptor {
+    let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+    let certified = rcgen::generate_simple_self_signed(names).expect("certificate generates");
+    let certificate = CertificateDer::from(certified.cert.der().to_vec());
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+        certified.signing_key.serialize_der(),
+    ));
+    // The provider is named here because rustls is built with both ring and aws-lc-rs in
+    // this dependency tree, and then it has no default to pick.
+    let config = ServerConfig::builder_with_provider(Arc::new(ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![certificate], key)
+        .expect("certificate and key match");
+    TlsAcceptor::from(Arc::new(config))
+}
+
+async fn listen(
+    answers: ElectrumAnswers,
+    faults: Vec<(String, ElectrumFault)>,
+    tls: Option<TlsAcceptor>,
+) -> ElectrumReplay {
     let state = Arc::new(ServerState {
         answers,
         faults,
@@ -168,8 +204,9 @@ pub async fn start_with_faults(
         .await
         .expect("bind loopback");
     let address = listener.local_addr().expect("local address");
+    let scheme = if tls.is_some() { "ssl" } else { "tcp" };
     let replay = ElectrumReplay {
-        url: format!("tcp://{address}"),
+        url: format!("{scheme}://{address}"),
         requests: state.requests.clone(),
         in_flight: state.in_flight.clone(),
         max_in_flight: state.max_in_flight.clone(),
@@ -180,14 +217,31 @@ pub async fn start_with_faults(
             // Answers go out line by line; without this, Nagle's algorithm holds each
             // small line back until the client acknowledges the previous one.
             let _ = stream.set_nodelay(true);
-            tokio::spawn(serve_connection(state.clone(), stream));
+            tokio::spawn(accept(state.clone(), stream, tls.clone()));
         }
     });
     replay
 }
 
-async fn serve_connection(state: Arc<ServerState>, stream: tokio::net::TcpStream) {
-    let (reader, writer) = stream.into_split();
+/// Serves one connection, after a TLS handshake when `tls` is set. A failed handshake,
+/// such as a client that rejects the certificate, closes the connection.
+async fn accept(state: Arc<ServerState>, stream: TcpStream, tls: Option<TlsAcceptor>) {
+    match tls {
+        None => serve_connection(state, stream).await,
+        Some(acceptor) => {
+            if let Ok(stream) = acceptor.accept(stream).await {
+                serve_connection(state, stream).await;
+            }
+        }
+    }
+}
+
+async fn serve_connection<S>(state: Arc<ServerState>, stream: S)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (reader, writer) = tokio::io::split(stream);
+    let writer: Box<dyn AsyncWrite + Send + Unpin> = Box::new(writer);
     let writer = Arc::new(tokio::sync::Mutex::new(Some(writer)));
     let mut lines = BufReader::new(reader).lines();
     while let Ok(Some(line)) = lines.next_line().await {
@@ -200,7 +254,7 @@ async fn serve_connection(state: Arc<ServerState>, stream: tokio::net::TcpStream
     }
 }
 
-type SharedWriter = Arc<tokio::sync::Mutex<Option<OwnedWriteHalf>>>;
+type SharedWriter = Arc<tokio::sync::Mutex<Option<Box<dyn AsyncWrite + Send + Unpin>>>>;
 
 async fn answer(state: &ServerState, request: Value, writer: &SharedWriter) {
     state.requests.fetch_add(1, Ordering::SeqCst);
@@ -219,13 +273,15 @@ async fn answer(state: &ServerState, request: Value, writer: &SharedWriter) {
     let Some(stream) = guard.as_mut() else {
         return;
     };
+    // A TLS stream may keep written bytes in its buffer until it is flushed.
     let closed = match line {
-        Reply::Line(text) => stream
-            .write_all(format!("{text}\n").as_bytes())
-            .await
-            .is_err(),
+        Reply::Line(text) => {
+            let written = stream.write_all(format!("{text}\n").as_bytes()).await;
+            written.is_err() || stream.flush().await.is_err()
+        }
         Reply::Partial(text) => {
             let _ = stream.write_all(text.as_bytes()).await;
+            let _ = stream.flush().await;
             true
         }
         Reply::Close => true,
