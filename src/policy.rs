@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::analysis::cluster::{ClusterTx, chunk_cluster, chunk_of};
+use crate::analysis::cluster::{Chunk, ClusterTx, chunk_cluster, chunk_of};
 use crate::bitcoin;
 use crate::feerate::{FeeFrac, SatPerKvb, WITNESS_SCALE_FACTOR};
 
@@ -488,21 +488,35 @@ fn guess_joining_fee(
 }
 
 /// Returns the chunk a transaction of `vsize` vB paying `fee_sat` lands in when it joins
-/// `cluster` spending from `parents` (sizes in vB × 4, as for [`fee_to_reach`]).
+/// `cluster` spending from `parents` (sizes in vB × 4, as for [`fee_to_reach`]). Its
+/// members are cluster indexes, the joining transaction being `cluster.len()`.
+fn chunk_when_joining(cluster: &[ClusterTx], parents: &[usize], vsize: u64, fee_sat: u64) -> Chunk {
+    let mut extended = cluster.to_vec();
+    let frac = FeeFrac::from_vsize(fee_sat, vsize);
+    extended.push(ClusterTx {
+        frac,
+        parents: parents.to_vec(),
+    });
+    let joining = extended.len() - 1;
+    let chunks = chunk_cluster(&extended);
+    match chunk_of(&chunks, joining) {
+        Some(index) => chunks[index].clone(),
+        None => Chunk {
+            members: vec![joining],
+            frac,
+        },
+    }
+}
+
+/// Returns the fee and size of the chunk a transaction of `vsize` vB paying `fee_sat`
+/// lands in when it joins `cluster` spending from `parents`.
 pub fn joining_chunk(
     cluster: &[ClusterTx],
     parents: &[usize],
     vsize: u64,
     fee_sat: u64,
 ) -> FeeFrac {
-    let mut extended = cluster.to_vec();
-    extended.push(ClusterTx {
-        frac: FeeFrac::from_vsize(fee_sat, vsize),
-        parents: parents.to_vec(),
-    });
-    let joining = extended.len() - 1;
-    let chunks = chunk_cluster(&extended);
-    chunk_of(&chunks, joining).map_or(extended[joining].frac, |index| chunks[index].frac)
+    chunk_when_joining(cluster, parents, vsize, fee_sat).frac
 }
 
 /// A transaction joining a cluster, priced to reach a target rate.
@@ -530,19 +544,8 @@ pub fn fee_to_reach(
     target: SatPerKvb,
 ) -> JoiningTx {
     let attempt = |fee_sat: u64| -> (bool, JoiningTx) {
-        let mut extended = cluster.to_vec();
-        extended.push(ClusterTx {
-            frac: FeeFrac::from_vsize(fee_sat, vsize),
-            parents: parents.to_vec(),
-        });
-        let joining = extended.len() - 1;
-        let chunks = chunk_cluster(&extended);
-        let chunk = chunk_of(&chunks, joining)
-            .map(|i| chunks[i].clone())
-            .unwrap_or_else(|| crate::analysis::cluster::Chunk {
-                members: vec![joining],
-                frac: extended[joining].frac,
-            });
+        let joining = cluster.len();
+        let chunk = chunk_when_joining(cluster, parents, vsize, fee_sat);
         let chunk_vsize = chunk.frac.weight / WITNESS_SCALE_FACTOR;
         let reaches =
             u128::from(chunk.frac.fee_sat) * 1000 >= u128::from(target.0) * u128::from(chunk_vsize);

@@ -592,18 +592,7 @@ async fn stale_store_can_be_disabled() {
 }
 
 async fn serve(doctor: Doctor) -> String {
-    let bump = txdoctor::bump::BumpConfig {
-        network: txdoctor::config::Network::Regtest,
-        lookahead: 20,
-        max_fee_sat: 1_000_000,
-    };
-    let app = txdoctor::api::router(txdoctor::api::AppState::new(Arc::new(doctor), bump));
-    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-        .await
-        .expect("bind loopback");
-    let address = listener.local_addr().expect("address");
-    tokio::spawn(async move { axum::serve(listener, app).await.expect("server runs") });
-    format!("http://{address}")
+    support::serve_api(doctor).await
 }
 
 #[tokio::test]

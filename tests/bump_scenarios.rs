@@ -18,38 +18,16 @@ use txdoctor::bitcoin::bip32::Xpriv;
 use txdoctor::bitcoin::secp256k1::Secp256k1;
 use txdoctor::bitcoin::{Address, Network, Psbt, Transaction, TxOut, Txid};
 use txdoctor::bump::plan::{BumpKind, PlannedBump, Strategy};
-use txdoctor::bump::{BumpConfig, BumpError, BumpPlan, BumpRequest, Bumper, Target};
-use txdoctor::chain::ChainSource;
-use txdoctor::chain::cache::{CacheOptions, CachedSource};
-use txdoctor::chain::esplora::{EsploraOptions, EsploraSource};
-use txdoctor::config;
-use txdoctor::diagnose::Doctor;
-use txdoctor::history::History;
+use txdoctor::bump::{BumpError, BumpPlan, BumpRequest, Bumper, Target};
 use txdoctor::policy::{PolicyVersion, RelayPolicy};
 
 fn bumper_for(url: &str, version: PolicyVersion) -> Bumper {
-    let esplora = EsploraSource::new(EsploraOptions {
-        max_retries: 0,
-        ..EsploraOptions::new(url)
-    })
-    .expect("client builds");
-    let source: Arc<dyn ChainSource> = Arc::new(CachedSource::new(
-        Arc::new(esplora),
-        CacheOptions::default(),
-    ));
     let options = AnalysisOptions {
         policy: RelayPolicy::default(),
         policy_version: version,
     };
-    let doctor = Arc::new(Doctor::new(source, Arc::new(History::in_memory()), options));
-    Bumper::new(
-        doctor,
-        BumpConfig {
-            network: config::Network::Regtest,
-            lookahead: 100,
-            max_fee_sat: 1_000_000,
-        },
-    )
+    let doctor = Arc::new(support::esplora_doctor(url, options, None));
+    Bumper::new(doctor, support::bump_config())
 }
 
 fn descriptors(scenario: &Scenario, owner: &str, kind: &str) -> Vec<String> {
@@ -707,32 +685,12 @@ async fn blocks_target_uses_histogram() {
 }
 
 async fn serve_api(url: &str) -> String {
-    let esplora = EsploraSource::new(EsploraOptions {
-        max_retries: 0,
-        ..EsploraOptions::new(url)
-    })
-    .expect("client builds");
-    let source: Arc<dyn ChainSource> = Arc::new(CachedSource::new(
-        Arc::new(esplora),
-        CacheOptions::default(),
-    ));
-    let doctor = Arc::new(Doctor::new(
-        source,
-        Arc::new(History::in_memory()),
+    support::serve_api(support::esplora_doctor(
+        url,
         AnalysisOptions::default(),
-    ));
-    let config = BumpConfig {
-        network: config::Network::Regtest,
-        lookahead: 100,
-        max_fee_sat: 1_000_000,
-    };
-    let app = txdoctor::api::router(txdoctor::api::AppState::new(doctor, config));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let address = listener.local_addr().expect("address");
-    tokio::spawn(async move { axum::serve(listener, app).await.expect("serves") });
-    format!("http://{address}")
+        None,
+    ))
+    .await
 }
 
 #[tokio::test]
@@ -1103,16 +1061,7 @@ async fn truc_child_evicts_its_sibling() {
 
 async fn check_report(scenario: &Scenario, psbt: &Psbt) -> txdoctor::bump::check::PsbtReport {
     let replay = support::start(scenario.routes.clone()).await;
-    let esplora = EsploraSource::new(EsploraOptions {
-        max_retries: 0,
-        ..EsploraOptions::new(&replay.url)
-    })
-    .expect("client builds");
-    let doctor = Doctor::new(
-        Arc::new(esplora),
-        Arc::new(History::in_memory()),
-        AnalysisOptions::default(),
-    );
+    let doctor = support::esplora_doctor(&replay.url, AnalysisOptions::default(), None);
     txdoctor::bump::check::check(&doctor, psbt, 1_000_000)
         .await
         .expect("report")

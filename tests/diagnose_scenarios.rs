@@ -5,24 +5,13 @@
 
 mod support;
 
-fn bump_config() -> txdoctor::bump::BumpConfig {
-    txdoctor::bump::BumpConfig {
-        network: txdoctor::config::Network::Regtest,
-        lookahead: 100,
-        max_fee_sat: 1_000_000,
-    }
-}
-
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use serde_json::Value;
 use support::{Scenario, fixture_path, scenario_names};
 use txdoctor::analysis::AnalysisOptions;
 use txdoctor::bitcoin::{Txid, consensus};
-use txdoctor::chain::ChainSource;
-use txdoctor::chain::cache::{CacheOptions, CachedSource};
 use txdoctor::chain::esplora::{EsploraOptions, EsploraSource};
 use txdoctor::diagnose::Doctor;
 use txdoctor::history::History;
@@ -52,20 +41,7 @@ const EXPECTED: &[(&str, &str, Option<&str>)] = &[
 ];
 
 fn doctor_for(url: &str) -> Doctor {
-    let esplora = EsploraSource::new(EsploraOptions {
-        max_retries: 0,
-        ..EsploraOptions::new(url)
-    })
-    .expect("client builds");
-    let source: Arc<dyn ChainSource> = Arc::new(CachedSource::new(
-        Arc::new(esplora),
-        CacheOptions::default(),
-    ));
-    Doctor::new(
-        source,
-        Arc::new(History::in_memory()),
-        AnalysisOptions::default(),
-    )
+    support::esplora_doctor(url, AnalysisOptions::default(), None)
 }
 
 async fn library_diagnosis(url: &str, txid: &str) -> Value {
@@ -708,16 +684,7 @@ async fn cli_tx_hex_names_the_replacement() {
 }
 
 async fn serve_api(url: &str) -> String {
-    let app = txdoctor::api::router(txdoctor::api::AppState::new(
-        Arc::new(doctor_for(url)),
-        bump_config(),
-    ));
-    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-        .await
-        .expect("bind");
-    let address = listener.local_addr().expect("address");
-    tokio::spawn(async move { axum::serve(listener, app).await.expect("serves") });
-    format!("http://{address}")
+    support::serve_api(doctor_for(url)).await
 }
 
 #[tokio::test]

@@ -3,54 +3,20 @@
 
 mod support;
 
-fn bump_config() -> txdoctor::bump::BumpConfig {
-    txdoctor::bump::BumpConfig {
-        network: txdoctor::config::Network::Regtest,
-        lookahead: 100,
-        max_fee_sat: 1_000_000,
-    }
-}
-
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::{Fault, Scenario};
 use txdoctor::analysis::AnalysisOptions;
 use txdoctor::chain::ChainSource;
-use txdoctor::chain::cache::{CacheOptions, CachedSource};
 use txdoctor::chain::esplora::{EsploraOptions, EsploraSource};
-use txdoctor::diagnose::Doctor;
-use txdoctor::history::History;
 
 const FOCUS: &str = "d4edb45b56543fcdfeee348f6b759cb11a73fda8e6efbdeed79a6b859b5866a7";
 const UNKNOWN: &str = "00000000000000000000000000000000000000000000000000000000000000aa";
 
 async fn serve_api(url: &str, timeout: Duration) -> String {
-    let options = EsploraOptions {
-        max_retries: 0,
-        timeout,
-        ..EsploraOptions::new(url)
-    };
-    let esplora: Arc<dyn ChainSource> =
-        Arc::new(EsploraSource::new(options).expect("client builds"));
-    let source = Arc::new(CachedSource::new(esplora, CacheOptions::default()));
-    let doctor = Doctor::new(
-        source,
-        Arc::new(History::in_memory()),
-        AnalysisOptions::default(),
-    );
-    let app = txdoctor::api::router(txdoctor::api::AppState::new(
-        Arc::new(doctor),
-        bump_config(),
-    ));
-    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-        .await
-        .expect("bind");
-    let address = listener.local_addr().expect("address");
-    tokio::spawn(async move { axum::serve(listener, app).await.expect("serves") });
-    format!("http://{address}")
+    let doctor = support::esplora_doctor(url, AnalysisOptions::default(), Some(timeout));
+    support::serve_api(doctor).await
 }
 
 async fn get(url: String) -> (u16, Value) {

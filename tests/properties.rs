@@ -15,12 +15,7 @@ use txdoctor::analysis::AnalysisOptions;
 use txdoctor::analysis::cluster::ClusterTx;
 use txdoctor::bump::plan::{BumpKind, Strategy as BumpStrategy};
 use txdoctor::bump::{BumpConfig, BumpRequest, Bumper, Target};
-use txdoctor::chain::ChainSource;
-use txdoctor::chain::cache::{CacheOptions, CachedSource};
-use txdoctor::chain::esplora::{EsploraOptions, EsploraSource};
-use txdoctor::diagnose::Doctor;
 use txdoctor::feerate::{FeeFrac, SatPerKvb};
-use txdoctor::history::History;
 use txdoctor::policy::{
     MempoolTx, PolicyVersion, RelayPolicy, ReplacementCase, fee_to_reach, joining_chunk,
 };
@@ -90,28 +85,17 @@ proptest! {
 }
 
 fn bumper_for(url: &str) -> Bumper {
-    let esplora = EsploraSource::new(EsploraOptions {
-        max_retries: 0,
-        ..EsploraOptions::new(url)
-    })
-    .expect("client builds");
-    let source: Arc<dyn ChainSource> = Arc::new(CachedSource::new(
-        Arc::new(esplora),
-        CacheOptions::default(),
-    ));
     let options = AnalysisOptions {
         policy: RelayPolicy::default(),
         policy_version: PolicyVersion::Both,
     };
-    let doctor = Arc::new(Doctor::new(source, Arc::new(History::in_memory()), options));
-    Bumper::new(
-        doctor,
-        BumpConfig {
-            network: txdoctor::config::Network::Regtest,
-            lookahead: 30,
-            max_fee_sat: u64::MAX,
-        },
-    )
+    let doctor = Arc::new(support::esplora_doctor(url, options, None));
+    let config = BumpConfig {
+        lookahead: 30,
+        max_fee_sat: u64::MAX,
+        ..support::bump_config()
+    };
+    Bumper::new(doctor, config)
 }
 
 /// Plans at generated targets never pay below the minimum, and never touch another

@@ -261,3 +261,49 @@ fn plain(status: u16, body: String) -> Response<Body> {
     *response.status_mut() = StatusCode::from_u16(status).expect("valid status");
     response
 }
+
+/// A doctor over the Esplora server at `url`: no retries, a fresh cache, memory-only
+/// history, and `timeout` per request when given.
+pub fn esplora_doctor(
+    url: &str,
+    options: txdoctor::analysis::AnalysisOptions,
+    timeout: Option<Duration>,
+) -> txdoctor::diagnose::Doctor {
+    use txdoctor::chain::ChainSource;
+    use txdoctor::chain::cache::{CacheOptions, CachedSource};
+    use txdoctor::chain::esplora::{EsploraOptions, EsploraSource};
+
+    let defaults = EsploraOptions::new(url);
+    let esplora_options = EsploraOptions {
+        max_retries: 0,
+        timeout: timeout.unwrap_or(defaults.timeout),
+        ..defaults
+    };
+    let esplora: Arc<dyn ChainSource> =
+        Arc::new(EsploraSource::new(esplora_options).expect("client builds"));
+    let source: Arc<dyn ChainSource> =
+        Arc::new(CachedSource::new(esplora, CacheOptions::default()));
+    let history = Arc::new(txdoctor::history::History::in_memory());
+    txdoctor::diagnose::Doctor::new(source, history, options)
+}
+
+/// The bump settings of the tests: regtest descriptors and a short lookahead.
+pub fn bump_config() -> txdoctor::bump::BumpConfig {
+    txdoctor::bump::BumpConfig {
+        network: txdoctor::config::Network::Regtest,
+        lookahead: 100,
+        max_fee_sat: 1_000_000,
+    }
+}
+
+/// Serves the API over `doctor` on a loopback port and returns its base URL.
+pub async fn serve_api(doctor: txdoctor::diagnose::Doctor) -> String {
+    let state = txdoctor::api::AppState::new(Arc::new(doctor), bump_config());
+    let app = txdoctor::api::router(state);
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .expect("bind loopback");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("server runs") });
+    format!("http://{address}")
+}
