@@ -17,7 +17,7 @@ use txdoctor::bitcoin::{Amount, Sequence, TxOut};
 
 use bump::{Replacement, check_minimum, submit_package, test_accept};
 use node::Regtest;
-use scenarios::{Builder, Scenario, TxSpec};
+use scenarios::{Builder, Coin, Scenario, TxSpec};
 use truth::{check_confirmed_diagnosis, check_mempool_diagnosis, mine_until_confirmed};
 
 /// Diagnoses each scenario and checks it against the node, then mines a block and
@@ -346,13 +346,13 @@ async fn package_pays_for_zero_fee_truc_parent() {
             &alice,
             TxSpec {
                 version: 3,
-                inputs: vec![(
-                    txdoctor::bitcoin::OutPoint {
+                inputs: vec![Coin {
+                    outpoint: txdoctor::bitcoin::OutPoint {
                         txid: parent_txid,
                         vout: 0,
                     },
-                    parent.output[0].value,
-                )],
+                    output: parent.output[0].clone(),
+                }],
                 sequence: Sequence::ENABLE_RBF_NO_LOCKTIME,
                 outputs: Vec::<TxOut>::new(),
                 change: alice

@@ -37,6 +37,15 @@ pub struct Scenario {
     pub replaced_by: Option<Txid>,
 }
 
+/// An unspent output and what it pays to.
+#[derive(Debug, Clone)]
+pub struct Coin {
+    /// Where it is.
+    pub outpoint: OutPoint,
+    /// Its value and script.
+    pub output: TxOut,
+}
+
 /// The `nSequence` of hand-built inputs: it signals BIP125 replaceability.
 const SIGNALLING: Sequence = Sequence::ENABLE_RBF_NO_LOCKTIME;
 
@@ -51,8 +60,8 @@ pub struct Builder<'a> {
 pub struct TxSpec {
     /// nVersion, 3 for TRUC.
     pub version: i32,
-    /// Coins spent, with their values.
-    pub inputs: Vec<(OutPoint, Amount)>,
+    /// Coins spent.
+    pub inputs: Vec<Coin>,
     /// nSequence of every input.
     pub sequence: Sequence,
     /// Outputs before the change output.
@@ -87,7 +96,7 @@ impl<'a> Builder<'a> {
         wallet: &Wallet,
         address_type: &str,
         amounts: &[Amount],
-    ) -> anyhow::Result<Vec<(OutPoint, Amount)>> {
+    ) -> anyhow::Result<Vec<Coin>> {
         let mut outputs = Vec::new();
         let mut scripts = Vec::new();
         for amount in amounts {
@@ -100,9 +109,12 @@ impl<'a> Builder<'a> {
         let tx = self.env.transaction(txid)?;
         let coins = scripts
             .iter()
-            .map(|(script, amount)| {
+            .map(|(script, _)| {
                 let vout = output_index(&tx, script).context("the funding output is missing")?;
-                Ok((outpoint(txid, vout), *amount))
+                Ok(Coin {
+                    outpoint: outpoint(txid, vout),
+                    output: tx.output[vout].clone(),
+                })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(coins)
@@ -239,14 +251,14 @@ impl<'a> Builder<'a> {
     /// Builds a TRUC (version 3) payment at 2 sat/vB and the receiver's TRUC child at 3 sat/vB.
     pub fn truc(&self, name: &str) -> anyhow::Result<Scenario> {
         let (alice, bob) = self.payer_and_payee(name, "bech32")?;
-        let coin = self.coins(&alice)?;
+        let coins = self.coins(&alice)?;
         let payee = bob.new_address("bech32")?;
         let paid = Amount::from_sat(10_000_000);
         let parent = self.build_exact(
             &alice,
             TxSpec {
                 version: 3,
-                inputs: coin,
+                inputs: coins,
                 sequence: SIGNALLING,
                 outputs: vec![TxOut {
                     value: paid,
@@ -262,7 +274,10 @@ impl<'a> Builder<'a> {
             &bob,
             TxSpec {
                 version: 3,
-                inputs: vec![(outpoint(parent_txid, 0), paid)],
+                inputs: vec![Coin {
+                    outpoint: outpoint(parent_txid, 0),
+                    output: parent.output[0].clone(),
+                }],
                 sequence: SIGNALLING,
                 outputs: Vec::new(),
                 change: bob.new_address("bech32")?.script_pubkey(),
@@ -434,7 +449,7 @@ impl<'a> Builder<'a> {
     }
 
     /// Lists the wallet's confirmed coins.
-    pub fn coins(&self, wallet: &Wallet) -> anyhow::Result<Vec<(OutPoint, Amount)>> {
+    pub fn coins(&self, wallet: &Wallet) -> anyhow::Result<Vec<Coin>> {
         let unspent = wallet.rpc("listunspent", &[json!(1)])?;
         unspent
             .as_array()
@@ -443,14 +458,21 @@ impl<'a> Builder<'a> {
             .map(|coin| {
                 let txid = serde_json::from_value(coin["txid"].clone())?;
                 let vout = u32::try_from(coin["vout"].as_u64().context("no vout")?)?;
-                Ok((OutPoint { txid, vout }, amount_of(&coin["amount"])?))
+                let script = coin["scriptPubKey"].as_str().context("no scriptPubKey")?;
+                Ok(Coin {
+                    outpoint: OutPoint { txid, vout },
+                    output: TxOut {
+                        value: amount_of(&coin["amount"])?,
+                        script_pubkey: ScriptBuf::from_hex(script)?,
+                    },
+                })
             })
             .collect()
     }
 
     /// Builds and signs `spec`, sizing the fee on the signed transaction's vsize.
     pub fn build_exact(&self, signer: &Wallet, spec: TxSpec) -> anyhow::Result<Transaction> {
-        let input_total: Amount = spec.inputs.iter().map(|(_, value)| *value).sum();
+        let input_total: Amount = spec.inputs.iter().map(|coin| coin.output.value).sum();
         let output_total: Amount = spec.outputs.iter().map(|output| output.value).sum();
         let mut fee = Amount::ZERO;
         // A signature can come out a byte shorter or longer, so resize until the fee fits.
@@ -458,7 +480,7 @@ impl<'a> Builder<'a> {
             let change = input_total
                 .checked_sub(output_total + fee)
                 .context("the inputs do not cover the outputs and the fee")?;
-            let tx = sign_transaction(signer, &unsigned(&spec, change))?;
+            let tx = sign_transaction(signer, &unsigned(&spec, change), &spec.inputs)?;
             let vsize = tx.vsize() as u64 + spec.extra_vsize;
             let needed = Amount::from_sat((spec.fee_rate_sat_per_kvb * vsize).div_ceil(1000));
             if needed == fee {
@@ -483,8 +505,8 @@ fn unsigned(spec: &TxSpec, change: Amount) -> Transaction {
         input: spec
             .inputs
             .iter()
-            .map(|(previous_output, _)| TxIn {
-                previous_output: *previous_output,
+            .map(|coin| TxIn {
+                previous_output: coin.outpoint,
                 script_sig: ScriptBuf::new(),
                 sequence: spec.sequence,
                 witness: Witness::new(),
@@ -494,14 +516,33 @@ fn unsigned(spec: &TxSpec, change: Amount) -> Transaction {
     }
 }
 
-/// Signs `tx` with the keys of `wallet`, which must own every input.
+/// Signs `tx`, which spends `coins`, with the keys of `wallet`. The coins are passed to
+/// the node, so that it can sign a child of a parent it has not seen yet.
 ///
 /// # Errors
 ///
 /// Returns an error when the node fails or cannot sign every input.
-pub fn sign_transaction(wallet: &Wallet, tx: &Transaction) -> anyhow::Result<Transaction> {
+pub fn sign_transaction(
+    wallet: &Wallet,
+    tx: &Transaction,
+    coins: &[Coin],
+) -> anyhow::Result<Transaction> {
     let hex = consensus::encode::serialize_hex(tx);
-    let signed = wallet.rpc("signrawtransactionwithwallet", &[json!(hex)])?;
+    let previous: Vec<Value> = coins
+        .iter()
+        .map(|coin| {
+            json!({
+                "txid": coin.outpoint.txid,
+                "vout": coin.outpoint.vout,
+                "scriptPubKey": coin.output.script_pubkey.to_hex_string(),
+                "amount": btc(coin.output.value),
+            })
+        })
+        .collect();
+    let signed = wallet.rpc(
+        "signrawtransactionwithwallet",
+        &[json!(hex), json!(previous)],
+    )?;
     if signed["complete"] != true {
         bail!(
             "wallet {} could not sign every input: {}",
