@@ -1,6 +1,6 @@
 //! Helpers for checking fee bumps against the node: sign a PSBT with a scenario's keys,
 //! ask `testmempoolaccept` or `submitpackage`, and describe a replacement to
-//! txdoctor's policy rules exactly as the node's mempool holds it.
+//! txdoctor's policy rules exactly as the node's mempool has it.
 
 use std::collections::BTreeSet;
 
@@ -47,8 +47,8 @@ pub fn test_accept(env: &Regtest, txs: &[Transaction]) -> anyhow::Result<Vec<Acc
         .collect()
 }
 
-/// Submits `txs` as one package, parents first, as a child paying for a parent below the
-/// mempool minimum fee must be sent; returns the node's `package_msg`.
+/// Submits `txs` as one package, parents first, and returns the node's `package_msg`.
+/// A child that pays for a parent below the mempool minimum fee must be sent this way.
 ///
 /// # Errors
 ///
@@ -87,7 +87,7 @@ pub fn sign_psbt(wallet: &Wallet, psbt: &Psbt) -> anyhow::Result<Transaction> {
     Ok(consensus::encode::deserialize_hex(hex)?)
 }
 
-/// Which replacement rules the node runs.
+/// Returns the replacement rules that the node runs.
 pub fn policy_version(env: &Regtest) -> PolicyVersion {
     if env.has_cluster_mempool() {
         PolicyVersion::V31
@@ -150,9 +150,9 @@ fn mempool_tx(
     index: &impl Fn(&Txid) -> Option<usize>,
 ) -> MempoolTx {
     MempoolTx {
-        // NOTE: BIP141 weight stands in for the sigop-adjusted weight, which the node does
-        // not report per transaction; they differ only for sigop-heavy transactions,
-        // which no scenario builds.
+        // NOTE: this is the BIP141 weight, not the sigop-adjusted weight, which the node
+        // does not report per transaction. They differ only for sigop-heavy
+        // transactions, and no scenario builds one.
         frac: FeeFrac::new(entry.fee_sat, entry.weight),
         vsize: entry.vsize,
         parents: entry.parents.iter().filter_map(index).collect(),
@@ -161,7 +161,7 @@ fn mempool_tx(
     }
 }
 
-/// The mempool transactions that spend any of `spent`.
+/// Finds the mempool transactions that spend any of `spent`.
 fn conflicting(
     env: &Regtest,
     mempool: &BTreeSet<Txid>,
@@ -181,7 +181,7 @@ fn conflicting(
     Ok(conflicts)
 }
 
-/// Every mempool transaction connected to `start` through parents and children.
+/// Finds every mempool transaction connected to `start` through parents and children.
 fn clusters_of(env: &Regtest, start: impl Iterator<Item = Txid>) -> anyhow::Result<BTreeSet<Txid>> {
     let mut found = BTreeSet::new();
     let mut frontier: Vec<Txid> = start.collect();
@@ -230,7 +230,7 @@ impl Replacement<'_> {
             .collect()
     }
 
-    /// The unsigned replacement paying `fee`, as a PSBT with each input's previous
+    /// Builds the unsigned replacement paying `fee`, as a PSBT with each input's previous
     /// transaction and, for segwit inputs, witness UTXO.
     ///
     /// # Errors
@@ -281,7 +281,7 @@ pub struct MinimumCheck {
 }
 
 /// Computes the minimum fee of `replacement` with txdoctor's policy rules, signs it at
-/// that fee and one satoshi below with `signer`, and asks the node about both.
+/// that fee and one satoshi below with `signer`, and tests both with the node.
 ///
 /// # Errors
 ///
@@ -293,8 +293,8 @@ pub fn check_minimum(
 ) -> anyhow::Result<MinimumCheck> {
     let policy = env.relay_policy()?;
     let version = policy_version(env);
-    let original_fee = Amount::from_sat(1_000);
-    let mut signed = sign_psbt(signer, &replacement.psbt(env, original_fee)?)?;
+    let draft_fee = Amount::from_sat(1_000);
+    let mut signed = sign_psbt(signer, &replacement.psbt(env, draft_fee)?)?;
     // A signature may come out a byte shorter or longer at another fee; the minimum is
     // recomputed until it is priced on the signed size.
     for _ in 0..4 {

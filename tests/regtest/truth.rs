@@ -1,4 +1,4 @@
-//! What the node itself says about a transaction, and the checks of a diagnosis against it.
+//! The node's own view of a transaction, and the checks of a diagnosis against it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -73,7 +73,7 @@ impl Regtest {
         })
     }
 
-    /// The node's relay policy: its relay fees and its current mempool minimum fee.
+    /// Reads the node's relay policy: its relay fees and its current mempool minimum fee.
     ///
     /// # Errors
     ///
@@ -283,7 +283,7 @@ fn txids(relatives: &[RelativeTx]) -> BTreeSet<Txid> {
     relatives.iter().map(|relative| relative.txid).collect()
 }
 
-/// The mempool entries of every transaction in `txids`, for building replacement cases.
+/// Reads the mempool entries of every transaction in `txids`.
 ///
 /// # Errors
 ///
