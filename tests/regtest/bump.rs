@@ -127,7 +127,9 @@ pub fn replacement_case(
             std::iter::once(*txid).chain(descendants)
         })
         .collect();
-    let order: Vec<Txid> = members.keys().copied().collect();
+    // The policy rules take parents before their children: a parent has fewer ancestors.
+    let mut order: Vec<Txid> = members.keys().copied().collect();
+    order.sort_by_key(|txid| (members[txid].ancestors.len(), *txid));
     let index = |txid: &Txid| order.iter().position(|member| member == txid);
     let mempool_txs = order
         .iter()

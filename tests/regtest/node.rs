@@ -207,6 +207,17 @@ impl Regtest {
         Ok(serde_json::from_value(hashes)?)
     }
 
+    /// Mines one block holding only `txids` from the mempool, leaving the rest there.
+    ///
+    /// # Errors
+    ///
+    /// Returns the node's error.
+    pub fn mine_only(&self, txids: &[Txid]) -> anyhow::Result<BlockHash> {
+        let address = json!(self.miner_address.to_string());
+        let block = self.rpc("generateblock", &[address, json!(txids)])?;
+        Ok(serde_json::from_value(block["hash"].clone())?)
+    }
+
     /// Sends `tx` to the node's mempool.
     ///
     /// # Errors
@@ -239,7 +250,8 @@ impl Regtest {
         Ok(serde_json::from_value(self.rpc("getrawmempool", &[])?)?)
     }
 
-    /// Waits until electrs has the node's best block and exactly the node's mempool.
+    /// Waits until electrs has the node's best block and exactly the node's mempool, in
+    /// its transaction index and in its mempool statistics, which it refreshes less often.
     ///
     /// # Errors
     ///
@@ -256,19 +268,27 @@ impl Regtest {
             self.electrs.trigger_sync();
             let electrs_tip = get_text(&http, &format!("{base}/blocks/tip/hash")).await;
             let electrs_mempool = get_text(&http, &format!("{base}/mempool/txids")).await;
-            match (electrs_tip, electrs_mempool) {
-                (Ok(electrs_tip), Ok(electrs_mempool)) => {
+            let electrs_stats = get_text(&http, &format!("{base}/mempool")).await;
+            match (electrs_tip, electrs_mempool, electrs_stats) {
+                (Ok(electrs_tip), Ok(electrs_mempool), Ok(electrs_stats)) => {
                     let electrs_mempool: BTreeSet<Txid> = serde_json::from_str(&electrs_mempool)?;
-                    if electrs_tip == tip.to_string() && electrs_mempool == mempool {
+                    let electrs_stats: Value = serde_json::from_str(&electrs_stats)?;
+                    let counted = electrs_stats["count"].as_u64();
+                    if electrs_tip == tip.to_string()
+                        && electrs_mempool == mempool
+                        && counted == Some(u64::try_from(mempool.len())?)
+                    {
                         return Ok(());
                     }
                     last_difference = format!(
-                        "electrs tip {electrs_tip}, node tip {tip}; electrs mempool {} txs, node mempool {} txs",
+                        "electrs tip {electrs_tip}, node tip {tip}; electrs mempool {} txs ({counted:?} in its statistics), node mempool {} txs",
                         electrs_mempool.len(),
                         mempool.len()
                     );
                 }
-                (Err(error), _) | (_, Err(error)) => last_difference = error.to_string(),
+                (Err(error), _, _) | (_, Err(error), _) | (_, _, Err(error)) => {
+                    last_difference = error.to_string();
+                }
             }
             tokio::time::sleep(POLL_INTERVAL).await;
         }
@@ -348,6 +368,15 @@ impl Wallet {
     /// Returns the node's error.
     pub fn new_address(&self, address_type: &str) -> anyhow::Result<Address> {
         parse_address(&self.rpc("getnewaddress", &[json!(""), json!(address_type)])?)
+    }
+
+    /// Returns a new change address of `address_type`.
+    ///
+    /// # Errors
+    ///
+    /// Returns the node's error.
+    pub fn change_address(&self, address_type: &str) -> anyhow::Result<Address> {
+        parse_address(&self.rpc("getrawchangeaddress", &[json!(address_type)])?)
     }
 }
 

@@ -90,7 +90,8 @@ impl<'a> Builder<'a> {
     }
 
     /// Sends `amounts` from the miner to new `address_type` addresses of `wallet` and
-    /// confirms them; returns the new coins.
+    /// confirms them in a block of their own, so that other scenarios' transactions stay
+    /// in the mempool; returns the new coins.
     pub fn fund(
         &self,
         wallet: &Wallet,
@@ -105,7 +106,7 @@ impl<'a> Builder<'a> {
             scripts.push((address.script_pubkey(), *amount));
         }
         let txid = send(self.miner, &outputs, "10", json!({}))?;
-        self.env.mine(1)?;
+        self.env.mine_only(&[txid])?;
         let tx = self.env.transaction(txid)?;
         let coins = scripts
             .iter()
@@ -129,7 +130,8 @@ impl<'a> Builder<'a> {
         Ok((alice, bob))
     }
 
-    /// Pays 0.1 BTC from `alice` to a new address of `bob`, with change back to `alice`.
+    /// Pays 0.1 BTC from `alice` to a new address of `bob`, with change to an address of
+    /// `alice`'s change descriptor, so that her wallet can bump the fee out of it.
     fn payment(
         &self,
         alice: &Wallet,
@@ -139,7 +141,7 @@ impl<'a> Builder<'a> {
         mut options: Value,
     ) -> anyhow::Result<(Txid, usize)> {
         let payee = bob.new_address(address_type)?;
-        let change = alice.new_address(address_type)?;
+        let change = alice.change_address(address_type)?;
         options["change_address"] = json!(change.to_string());
         let outputs = [json!({ payee.to_string(): btc(Amount::from_sat(10_000_000)) })];
         let txid = send(alice, &outputs, fee_rate, options)?;
@@ -371,7 +373,7 @@ impl<'a> Builder<'a> {
             "10",
             json!({}),
         )?;
-        self.env.mine(1)?;
+        self.env.mine_only(&[funding])?;
         let funding_tx = self.env.transaction(funding)?;
         let vout =
             output_index(&funding_tx, &receive.script_pubkey()).context("no multisig coin")?;
