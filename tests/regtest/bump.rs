@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use anyhow::{Context, bail};
 use serde_json::json;
 use txdoctor::bitcoin::psbt::Psbt;
-use txdoctor::bitcoin::{Amount, OutPoint, Transaction, Txid, consensus};
+use txdoctor::bitcoin::{Amount, OutPoint, Transaction, Txid, absolute, consensus};
 use txdoctor::feerate::{FeeFrac, WITNESS_SCALE_FACTOR};
 use txdoctor::policy::{MempoolTx, PolicyVersion, ReplacementCase};
 
@@ -127,9 +127,7 @@ pub fn replacement_case(
             std::iter::once(*txid).chain(descendants)
         })
         .collect();
-    // The policy rules take parents before their children: a parent has fewer ancestors.
-    let mut order: Vec<Txid> = members.keys().copied().collect();
-    order.sort_by_key(|txid| (members[txid].ancestors.len(), *txid));
+    let order: Vec<Txid> = members.keys().copied().collect();
     let index = |txid: &Txid| order.iter().position(|member| member == txid);
     let mempool_txs = order
         .iter()
@@ -233,13 +231,18 @@ impl Replacement<'_> {
     }
 
     /// Builds the unsigned replacement paying `fee`, as a PSBT with each input's previous
-    /// transaction and, for segwit inputs, witness UTXO.
+    /// transaction and, for segwit inputs, witness UTXO. A nonzero `salt` lowers the lock
+    /// time by that many blocks, which changes the signatures but not the rules.
     ///
     /// # Errors
     ///
     /// Returns an error when the inputs cannot pay `fee` or the PSBT cannot be built.
-    pub fn psbt(&self, env: &Regtest, fee: Amount) -> anyhow::Result<Psbt> {
+    pub fn psbt(&self, env: &Regtest, fee: Amount, salt: u32) -> anyhow::Result<Psbt> {
         let mut tx = self.original.clone();
+        let height = tx.lock_time.to_consensus_u32();
+        // A height lock time below the tip stays final; 0 becomes `salt`, also below it.
+        let salted = if height > salt { height - salt } else { salt };
+        tx.lock_time = absolute::LockTime::from_consensus(salted);
         for input in &mut tx.input {
             input.script_sig = Default::default();
             input.witness = Default::default();
@@ -280,6 +283,9 @@ pub struct MinimumCheck {
     pub at_minimum: Acceptance,
     /// The node's verdict one satoshi below.
     pub one_below: Acceptance,
+    /// The minimum for the transaction signed one satoshi below, which differs from
+    /// `minimum_fee_sat` when its signature came out a byte shorter or longer.
+    pub one_below_minimum_sat: u64,
 }
 
 /// Computes the minimum fee of `replacement` with txdoctor's policy rules, signs it at
@@ -295,33 +301,41 @@ pub fn check_minimum(
 ) -> anyhow::Result<MinimumCheck> {
     let policy = env.relay_policy()?;
     let version = policy_version(env);
-    let draft_fee = Amount::from_sat(1_000);
-    let mut signed = sign_psbt(signer, &replacement.psbt(env, draft_fee)?)?;
-    // A signature may come out a byte shorter or longer at another fee; the minimum is
-    // recomputed until it is priced on the signed size.
-    for _ in 0..4 {
-        let case = replacement_case(env, &signed)?;
-        let minimum = case.minimum_fee(&policy, version)?.fee_sat;
-        let at_minimum = sign_psbt(signer, &replacement.psbt(env, Amount::from_sat(minimum))?)?;
-        if at_minimum.weight() != signed.weight() {
-            signed = at_minimum;
-            continue;
+    let minimum_of = |tx: &Transaction| -> anyhow::Result<u64> {
+        Ok(replacement_case(env, tx)?
+            .minimum_fee(&policy, version)?
+            .fee_sat)
+    };
+    // At some fees a signature comes out a byte longer, and the minimum of the longer
+    // transaction is one satoshi more, at which the signature is short again. The fee is
+    // repriced on each signed size, and a salted lock time breaks such a cycle.
+    for salt in 0..8 {
+        let sign_at =
+            |fee: u64| sign_psbt(signer, &replacement.psbt(env, Amount::from_sat(fee), salt)?);
+        let mut fee = minimum_of(&sign_at(1_000)?)?;
+        for _ in 0..3 {
+            let at_minimum = sign_at(fee)?;
+            let minimum = minimum_of(&at_minimum)?;
+            if minimum != fee {
+                fee = minimum;
+                continue;
+            }
+            let one_below = sign_at(minimum - 1)?;
+            let one_below_minimum_sat = minimum_of(&one_below)?;
+            let verdicts = test_accept(env, &[at_minimum])?
+                .into_iter()
+                .chain(test_accept(env, &[one_below])?);
+            let [at_minimum, one_below]: [Acceptance; 2] = verdicts
+                .collect::<Vec<_>>()
+                .try_into()
+                .map_err(|_| anyhow::anyhow!("testmempoolaccept returned no verdict"))?;
+            return Ok(MinimumCheck {
+                minimum_fee_sat: minimum,
+                at_minimum,
+                one_below,
+                one_below_minimum_sat,
+            });
         }
-        let one_below = sign_psbt(
-            signer,
-            &replacement.psbt(env, Amount::from_sat(minimum - 1))?,
-        )?;
-        let mut verdicts = test_accept(env, &[at_minimum])?.into_iter();
-        let at_minimum = verdicts.next().context("no verdict")?;
-        let one_below = test_accept(env, &[one_below])?
-            .into_iter()
-            .next()
-            .context("no verdict")?;
-        return Ok(MinimumCheck {
-            minimum_fee_sat: minimum,
-            at_minimum,
-            one_below,
-        });
     }
-    bail!("the replacement's size did not settle")
+    bail!("the replacement's fee did not settle on its signed size")
 }

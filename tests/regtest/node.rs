@@ -122,6 +122,7 @@ impl Regtest {
             "-deprecatedrpc=bip125",
         ];
         conf.wallet = None;
+
         let node = BitcoinD::with_conf(&binaries.bitcoind, &conf)
             .with_context(|| format!("failed to start {}", binaries.bitcoind.display()))?;
         let miner = Wallet {
@@ -134,11 +135,13 @@ impl Regtest {
             .get("version")
             .and_then(Value::as_u64)
             .context("getnetworkinfo has no version")?;
+
         let miner_address = miner.new_address("bech32")?;
         node.client.call::<Value>(
             "generatetoaddress",
             &[json!(INITIAL_BLOCKS), json!(miner_address.to_string())],
         )?;
+
         let electrs = Electrs::start(&binaries.electrs, &node)?;
         let regtest = Self {
             node,
@@ -241,7 +244,7 @@ impl Regtest {
         Ok(consensus::encode::deserialize_hex(hex)?)
     }
 
-    /// The node's mempool txids.
+    /// Lists the node's mempool txids.
     ///
     /// # Errors
     ///
@@ -421,6 +424,7 @@ impl Electrs {
         let monitoring_addr = loopback(bitcoind::get_available_port()?);
         let log_path = workdir.path().join("electrs.log");
         let log = File::create(&log_path)?;
+
         let process = Command::new(exe)
             .arg("-vv")
             .args(["--network", "regtest"])
@@ -445,6 +449,7 @@ impl Electrs {
             .stderr(log)
             .spawn()
             .with_context(|| format!("failed to run {}", exe.display()))?;
+
         let electrs = Self {
             pid: process.id(),
             process: Mutex::new(process),
