@@ -117,6 +117,7 @@ pub fn replacement_case(
         .map(|outpoint| outpoint.txid)
         .filter(|txid| mempool.contains(txid))
         .collect();
+
     let conflicts = conflicting(env, &mempool, &spent)?;
     let members = clusters_of(env, conflicts.iter().chain(&parents).copied())?;
     let members = entries(env, &members)?;
@@ -127,6 +128,7 @@ pub fn replacement_case(
             std::iter::once(*txid).chain(descendants)
         })
         .collect();
+
     let order: Vec<Txid> = members.keys().copied().collect();
     let index = |txid: &Txid| order.iter().position(|member| member == txid);
     let mempool_txs = order
@@ -243,6 +245,7 @@ impl Replacement<'_> {
         // A height lock time below the tip stays final; 0 becomes `salt`, also below it.
         let salted = if height > salt { height - salt } else { salt };
         tx.lock_time = absolute::LockTime::from_consensus(salted);
+
         for input in &mut tx.input {
             input.script_sig = Default::default();
             input.witness = Default::default();
@@ -260,6 +263,7 @@ impl Replacement<'_> {
             .context("the inputs cannot pay that fee")?;
         let position = if self.cancel { 0 } else { self.reduce };
         tx.output.insert(position, reduced);
+
         let mut psbt = Psbt::from_unsigned_tx(tx)?;
         for (psbt_input, input) in psbt.inputs.iter_mut().zip(&self.original.input) {
             let parent = env.transaction(input.previous_output.txid)?;
