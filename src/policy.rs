@@ -261,21 +261,26 @@ impl ReplacementCase {
                 parents: tx.parents.clone(),
             })
             .collect();
+        // Indexes are assigned before any parent is mapped, because `mempool` need not list
+        // parents before their children.
+        let kept: Vec<usize> = (0..self.mempool.len())
+            .filter(|&i| !self.mempool[i].evicted)
+            .collect();
         let mut kept_index = vec![usize::MAX; self.mempool.len()];
-        let mut new: Vec<ClusterTx> = Vec::new();
-        for (i, tx) in self
-            .mempool
-            .iter()
-            .enumerate()
-            .filter(|(_, tx)| !tx.evicted)
-        {
-            kept_index[i] = new.len();
-            let parents = tx.parents.iter().map(|&p| kept_index[p]).collect();
-            new.push(ClusterTx {
-                frac: tx.frac,
-                parents,
-            });
+        for (new_index, &i) in kept.iter().enumerate() {
+            kept_index[i] = new_index;
         }
+        let mut new: Vec<ClusterTx> = kept
+            .iter()
+            .map(|&i| ClusterTx {
+                frac: self.mempool[i].frac,
+                parents: self.mempool[i]
+                    .parents
+                    .iter()
+                    .map(|&p| kept_index[p])
+                    .collect(),
+            })
+            .collect();
         let parents = self
             .replacement_parents
             .iter()

@@ -121,6 +121,42 @@ fn rbf_6_unconfirmed_parent_drags_rate() {
 }
 
 #[test]
+fn rbf_6_order_of_parents_does_not_matter() {
+    // The same case as above with the kept grandparent listed after its kept child.
+    let kept = |fee_sat: u64, parents: Vec<usize>| MempoolTx {
+        frac: FeeFrac::from_vsize(fee_sat, 1000),
+        vsize: 1000,
+        parents,
+        direct_conflict: false,
+        evicted: false,
+    };
+    let parent_first = ReplacementCase {
+        mempool: vec![
+            original(1000, 200),
+            kept(1000, Vec::new()),
+            kept(1000, vec![1]),
+        ],
+        replacement_weight: 1000,
+        replacement_vsize: 250,
+        replacement_parents: vec![2],
+    };
+    let child_first = ReplacementCase {
+        mempool: vec![
+            original(1000, 200),
+            kept(1000, vec![2]),
+            kept(1000, Vec::new()),
+        ],
+        replacement_parents: vec![1],
+        ..parent_first.clone()
+    };
+    let policy = RelayPolicy::default();
+    assert_eq!(
+        minimum(&child_first, &policy, PolicyVersion::V31),
+        minimum(&parent_first, &policy, PolicyVersion::V31)
+    );
+}
+
+#[test]
 fn rbf_8_spending_conflict_rejected() {
     let mut case = single(400, 200, 200);
     case.replacement_parents = vec![0];
