@@ -9,6 +9,7 @@
 
 mod bump;
 mod node;
+mod plans;
 mod scenarios;
 mod truth;
 
@@ -409,4 +410,113 @@ async fn electrum_serves_the_node_transactions() {
         .transaction_get(&scenario.focus)
         .expect("transaction");
     assert_eq!(served, scenario.tx);
+}
+
+/// Plans every bump of each scenario just above its current rate, so that the rule
+/// minimum binds, and checks the PSBTs on the node: each signs, the node accepts it, and
+/// one satoshi less is rejected. Then the RBF bump is broadcast, a block mined, and both
+/// the replacement and the original are diagnosed.
+#[tokio::test]
+async fn bump_psbts_pass_the_node() {
+    use rust_decimal::Decimal;
+    use txdoctor::analysis::verdict::Cause;
+    use txdoctor::bump::plan::{BumpKind, Strategy};
+
+    let Some(env) = Regtest::start().await else {
+        return;
+    };
+    let builder = Builder::new(&env);
+    let scenarios = [
+        builder
+            .low_fee_payment("signal", true)
+            .expect("signalling payment"),
+        builder
+            .low_fee_ancestors("ancestors")
+            .expect("low-fee ancestors"),
+        builder
+            .receiver_child("receiver-child", "1.5")
+            .expect("low-fee receiver child"),
+        builder
+            .input_type("taproot", "bech32m", 2)
+            .expect("taproot inputs"),
+        builder
+            .input_type("legacy", "legacy", 1)
+            .expect("legacy input"),
+        builder
+            .input_type("nested", "p2sh-segwit", 1)
+            .expect("P2SH-P2WPKH input"),
+    ];
+    let mut judged = 0;
+    for scenario in &scenarios {
+        let name = &scenario.name;
+        let current = env.diagnose(scenario.focus, None).await.expect("diagnosis");
+        let effective = current
+            .package
+            .as_ref()
+            .expect("package")
+            .effective_fee_rate_sat_per_vb;
+        let target = (effective + Decimal::new(5, 2)).round_dp(2);
+        for strategy in [Strategy::Rbf, Strategy::Cancel, Strategy::Cpfp] {
+            let plan = plans::plan(&env, scenario, target, strategy, false)
+                .await
+                .expect("plan");
+            for planned in plan.options.iter().filter(|option| option.possible) {
+                let kind = planned.kind;
+                let verdicts = plans::judge(&env, &scenario.owner, planned)
+                    .unwrap_or_else(|error| panic!("{name} {kind:?}: {error:#}"));
+                assert!(
+                    verdicts.as_planned.allowed,
+                    "{name} {kind:?} rejected: {:?}",
+                    verdicts.as_planned.reject_reason
+                );
+                if let Some(one_below) = &verdicts.one_below {
+                    assert!(
+                        !one_below.allowed,
+                        "{name} {kind:?}: one satoshi below the minimum was accepted"
+                    );
+                }
+                let planned_vsize = planned.vsize.expect("vsize");
+                let signed_vsize = verdicts.signed.weight().to_wu().div_ceil(4);
+                assert!(
+                    signed_vsize <= planned_vsize,
+                    "{name} {kind:?}: signed {signed_vsize} vB over the {planned_vsize} vB estimate"
+                );
+                judged += 1;
+            }
+        }
+    }
+    assert!(
+        judged >= scenarios.len() * 2,
+        "at least RBF and cancel were judged for each scenario ({judged})"
+    );
+
+    // The cheapest bump of the first scenario, broadcast and mined.
+    let scenario = &scenarios[0];
+    let plan = plans::plan(&env, scenario, Decimal::from(5), Strategy::Rbf, false)
+        .await
+        .expect("plan");
+    let rbf = plans::option(&plan, BumpKind::RbfKeepPayment);
+    let signed = bump::sign_psbt(
+        &scenario.owner,
+        &rbf.psbt.as_deref().expect("psbt").parse().expect("PSBT"),
+    )
+    .expect("signs");
+    let replacement = env
+        .broadcast(&signed)
+        .expect("the node accepts the replacement");
+    env.mine(1).expect("mines a block");
+    let diagnosis = env.diagnose(replacement, None).await.expect("diagnosis");
+    assert!(
+        matches!(diagnosis.status, Status::Confirmed { .. }),
+        "the replacement is confirmed"
+    );
+    let original = env
+        .diagnose(scenario.focus, Some(scenario.tx.clone()))
+        .await
+        .expect("diagnosis");
+    assert_eq!(
+        original.cause(),
+        Cause::DoubleSpent,
+        "the original lost to its confirmed replacement"
+    );
 }
