@@ -11,7 +11,7 @@ use crate::chain::{ChainError, ChainSource, ChainTx, OutputSpend, TxStatus, stal
 use crate::history::History;
 use crate::policy::CLUSTER_COUNT_LIMIT;
 
-/// Why a diagnosis could not be made.
+/// Errors of a diagnosis.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum DiagnoseError {
     /// The raw transaction given is not the one named by the txid.
@@ -51,7 +51,7 @@ impl Doctor {
         }
     }
 
-    /// The chain source.
+    /// Returns the chain source.
     pub fn source(&self) -> &Arc<dyn ChainSource> {
         &self.source
     }
@@ -193,7 +193,7 @@ impl Doctor {
         Some(size.rate_of(checked.fee.to_sat()).sat_per_vb(2))
     }
 
-    /// The analysis options in force.
+    /// Returns the analysis options in force.
     pub fn options(&self) -> &AnalysisOptions {
         &self.options
     }

@@ -69,7 +69,7 @@ pub async fn plan(
     Ok(Bumper::new(doctor, config).plan(&request).await?)
 }
 
-/// What the node said of a planned bump, signed as planned and signed one satoshi cheaper.
+/// The node's verdicts on a planned bump, signed as planned and signed one satoshi cheaper.
 #[derive(Debug)]
 pub struct Verdicts {
     /// The signed bump.
@@ -81,8 +81,8 @@ pub struct Verdicts {
     pub one_below: Option<Acceptance>,
 }
 
-/// Signs `planned` with `owner`, asks the node about it, and, where the plan paid its
-/// rule minimum, about the same bump paying one satoshi less.
+/// Signs `planned` with `owner` and tests it on the node; where the plan paid its rule
+/// minimum, also tests the same bump paying one satoshi less.
 pub fn judge(env: &Regtest, owner: &Wallet, planned: &PlannedBump) -> anyhow::Result<Verdicts> {
     let psbt = Psbt::from_str(
         planned
@@ -111,8 +111,8 @@ pub fn judge(env: &Regtest, owner: &Wallet, planned: &PlannedBump) -> anyhow::Re
     })
 }
 
-/// The output of the bump that takes what the fee leaves: the owner's output whose value
-/// the plan set.
+/// Finds the output of the bump that takes what the fee leaves: the owner's output whose
+/// value the plan set.
 fn absorbing_output(psbt: &Psbt, planned: &PlannedBump) -> Option<usize> {
     let owned: Vec<u64> = planned
         .outputs
@@ -128,7 +128,7 @@ fn absorbing_output(psbt: &Psbt, planned: &PlannedBump) -> Option<usize> {
         .position(|output| owned.contains(&output.value.to_sat()))
 }
 
-/// The planned option of `kind`.
+/// Returns the planned option of `kind`.
 pub fn option(plan: &BumpPlan, kind: BumpKind) -> &PlannedBump {
     plan.options
         .iter()
