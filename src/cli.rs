@@ -21,6 +21,14 @@ use crate::history::History;
 use crate::input::{self, InputError};
 use crate::policy::PolicyVersion;
 
+/// Writes a line to standard output; a closed pipe, as in `txdoctor ... | head`, ends
+/// the output quietly instead of a panic.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 /// Exit code: every transaction was diagnosed.
 pub const EXIT_DIAGNOSED: u8 = 0;
 /// Exit code: some input was invalid.
@@ -356,12 +364,12 @@ async fn bump_command(
         }
     }
     if json {
-        println!(
+        say!(
             "{}",
             serde_json::to_string_pretty(&plan).unwrap_or_default()
         );
     } else {
-        print!("{}", crate::report::bump_report(&plan));
+        say!("{}", crate::report::bump_report(&plan).trim_end());
     }
     EXIT_DIAGNOSED
 }
@@ -400,37 +408,39 @@ async fn psbt_check_command(
         }
     };
     if json {
-        println!(
+        say!(
             "{}",
             serde_json::to_string_pretty(&report).unwrap_or_default()
         );
         return EXIT_DIAGNOSED;
     }
     let ready = if report.ready_for_signer { "yes" } else { "no" };
-    println!(
+    say!(
         "  PSBT         {} ({} inputs, {} outputs)",
-        report.txid, report.inputs, report.outputs
+        report.txid,
+        report.inputs,
+        report.outputs
     );
-    println!("  Ready        {ready}");
+    say!("  Ready        {ready}");
     if let (Some(fee), Some(vsize), Some(rate)) =
         (report.fee_sat, report.vsize, report.fee_rate_sat_per_vb)
     {
-        println!(
+        say!(
             "  Fee          {fee} sat, about {vsize} vB, {:.2} sat/vB",
             rate.round_dp(2)
         );
     }
     for txid in &report.replaces {
-        println!("  Replaces     {txid}");
+        say!("  Replaces     {txid}");
     }
     for txid in &report.spends_unconfirmed {
-        println!("  Pays for     {txid} (unconfirmed parent)");
+        say!("  Pays for     {txid} (unconfirmed parent)");
     }
     if let Some(minimum) = report.minimum_fee_sat {
-        println!("  Minimum      {minimum} sat");
+        say!("  Minimum      {minimum} sat");
     }
     for problem in &report.problems {
-        println!("  Problem      {problem}");
+        say!("  Problem      {problem}");
     }
     EXIT_DIAGNOSED
 }
@@ -442,7 +452,7 @@ async fn health_command(doctor: &Doctor, json: bool) -> u8 {
     } else {
         crate::ops::readiness_report(&readiness)
     };
-    println!("{}", rendered.trim_end());
+    say!("{}", rendered.trim_end());
     if readiness.ready {
         EXIT_DIAGNOSED
     } else {

@@ -203,6 +203,35 @@ pub fn redact_url(url: &str) -> String {
     shown
 }
 
+/// Rejects backend URLs that cannot work: an Esplora base URL with a query string, to
+/// which paths cannot be appended, and an Electrum URL without a port or with a user
+/// name, which electrum-client would take as part of the host.
+fn check_backend_url(url: &str) -> Result<(), ConfigError> {
+    let invalid = |reason: String| ConfigError::Invalid {
+        name: "backends",
+        reason,
+    };
+    let parsed = reqwest::Url::parse(url)
+        .map_err(|error| invalid(format!("{}: {error}", redact_url(url))))?;
+    match parsed.scheme() {
+        "http" | "https" if parsed.query().is_some() => Err(invalid(format!(
+            "{} has a query string; paths are appended to an Esplora base URL, so give one without",
+            redact_url(url)
+        ))),
+        "tcp" | "ssl" if !parsed.username().is_empty() || parsed.password().is_some() => {
+            Err(invalid(format!(
+                "{} has a user name or password, which Electrum URLs cannot carry",
+                redact_url(url)
+            )))
+        }
+        "tcp" | "ssl" if parsed.port().is_none() => Err(invalid(format!(
+            "{} has no port; Electrum servers usually listen on 50001 (tcp) or 50002 (ssl)",
+            redact_url(url)
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Largest policy fee rate accepted, 1 BTC/kvB: far above any real policy, and small
 /// enough that fee arithmetic cannot overflow.
 const MAX_POLICY_RATE_SAT_PER_KVB: u64 = 100_000_000;
@@ -279,6 +308,9 @@ impl Config {
                 name: "esplora_url",
                 reason,
             });
+        }
+        for url in self.backend_urls() {
+            check_backend_url(&url)?;
         }
         let rates = [
             (
@@ -438,6 +470,30 @@ mod tests {
                 .contains("policy.min_relay_fee_sat_per_kvb"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn unusable_backend_urls_are_rejected() {
+        for url in [
+            "http://127.0.0.1:3002/?token=secret",
+            "tcp://user:pass@127.0.0.1:50001",
+            "tcp://127.0.0.1",
+        ] {
+            let config = Config {
+                backends: vec![url.to_owned()],
+                ..Config::default()
+            };
+            let error = config.validate().expect_err(url);
+            assert!(
+                !error.to_string().contains("secret") && !error.to_string().contains("pass@"),
+                "{error}"
+            );
+        }
+        let config = Config {
+            backends: vec!["tcp://127.0.0.1:50001".to_owned()],
+            ..Config::default()
+        };
+        assert!(config.validate().is_ok());
     }
 
     #[test]

@@ -87,7 +87,13 @@ pub async fn track_route(request: Request, next: Next) -> Response {
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
-    let method = request.method().to_string();
+    // Only standard methods become labels, so that a client cannot add series at will.
+    let method = match request.method().as_str() {
+        known @ ("GET" | "POST" | "PUT" | "DELETE" | "HEAD" | "OPTIONS" | "PATCH") => {
+            known.to_owned()
+        }
+        _ => "other".to_owned(),
+    };
     let started = std::time::Instant::now();
     let response = next.run(request).await;
     let labels = [

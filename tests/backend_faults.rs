@@ -416,7 +416,10 @@ async fn every_backend_down_is_unavailable() {
         error,
         DiagnoseError::Chain(ChainError::Unavailable { .. })
     ));
-    assert!(message.contains("every backend"), "{message}");
+    assert!(
+        message.contains("(all 2 of them) is unavailable"),
+        "{message}"
+    );
     assert!(message.contains("internal error"), "{message}");
     assert!(message.contains("HTTP 503"), "{message}");
 }

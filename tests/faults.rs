@@ -408,3 +408,30 @@ async fn missing_histogram_is_not_a_boost() {
     let (_, body) = get(format!("{api}/api/v1/tx/{FOCUS}")).await;
     assert_eq!(body["verdict"]["cause"], "next_block");
 }
+
+#[tokio::test]
+async fn wrong_base_path_is_not_a_missing_transaction() {
+    // A 404 that is not Esplora's "Transaction not found" means the URL is wrong.
+    let mut routes = Scenario::load("s01_signal_low_fee").routes;
+    routes.insert(
+        &format!("/tx/{FOCUS}"),
+        404,
+        "endpoint does not exist".to_owned(),
+    );
+    routes.insert(
+        &format!("/tx/{FOCUS}/hex"),
+        404,
+        "endpoint does not exist".to_owned(),
+    );
+    let replay = support::start(routes).await;
+    let api = serve_api(&replay.url, Duration::from_secs(5)).await;
+    let (status, body) = get(format!("{api}/api/v1/tx/{FOCUS}")).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .expect("message")
+            .contains("check the base URL"),
+        "{body}"
+    );
+}

@@ -556,10 +556,16 @@ fn is_not_found(error: &serde_json::Value) -> bool {
         .and_then(serde_json::Value::as_str)
         .map_or_else(|| error.to_string(), str::to_owned)
         .to_lowercase();
+    // A server that lacks the method answers "Method not found" (JSON-RPC -32601): that
+    // is a server fault, not an unknown transaction.
+    let code = error.get("code").and_then(serde_json::Value::as_i64);
+    if code == Some(-32601) || message.contains("method not found") {
+        return false;
+    }
     [
         "missing transaction",
         "no such mempool or blockchain transaction",
-        "not found",
+        "transaction not found",
     ]
     .iter()
     .any(|phrase| message.contains(phrase))
@@ -787,6 +793,14 @@ impl ChainSource for ElectrumSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn missing_method_is_not_a_missing_transaction() {
+        let missing_method = serde_json::json!({"code": -32601, "message": "Method not found"});
+        assert!(!is_not_found(&missing_method));
+        let missing_tx = serde_json::json!({"code": 2, "message": "missing transaction"});
+        assert!(is_not_found(&missing_tx));
+    }
 
     #[test]
     fn histogram_keeps_float_precision() {

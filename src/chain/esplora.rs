@@ -181,7 +181,23 @@ impl EsploraSource {
         })?;
         let status = response.status();
         if status == StatusCode::NOT_FOUND {
-            return Ok(None);
+            // Esplora answers an unknown transaction with "Transaction not found"; any other
+            // 404, such as "endpoint does not exist" from a wrong base path, is a fault
+            // and must not read as a missing transaction.
+            let body = response.text().await.unwrap_or_default();
+            if body.to_lowercase().contains("not found") {
+                return Ok(None);
+            }
+            let reason = format!(
+                "GET {path} returned HTTP 404 {:?}; check the base URL",
+                truncate(body.trim())
+            );
+            let error = self.unavailable(reason);
+            return Err(AttemptError {
+                error,
+                retry_after: None,
+                retryable: false,
+            });
         }
         if !status.is_success() {
             let retry_after = retry_after(response.headers());

@@ -222,7 +222,7 @@ fn combine(mut errors: Vec<ChainError>) -> ChainError {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join("; ");
-    let backend = "every backend".to_owned();
+    let backend = format!("(all {} of them)", errors.len());
     if all_inconsistent {
         ChainError::Inconsistent {
             backend,

@@ -28,7 +28,7 @@ impl std::fmt::Display for StaleFact {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             formatter,
-            "stale: {} is {} s old, served from memory because the backends failed: {}",
+            "stale: {} ({} s old), served from memory because the backends failed: {}",
             self.what,
             self.age.as_secs(),
             self.reason
