@@ -498,6 +498,18 @@ fn classify(what: &str, error: electrum_client::Error) -> CallError {
                 "{what} failed: the connection failed, closed or returned an unreadable answer"
             )),
         },
+        // The socket's own read timeout ends a silent server's call as WouldBlock or
+        // TimedOut, which reads better as the timeout it is.
+        Error::IOError(io)
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            CallError::Transport(format!(
+                "{what} timed out: the server sent no answer ({io})"
+            ))
+        }
         other => CallError::Transport(format!("{what} failed: {other}")),
     }
 }
