@@ -40,17 +40,17 @@ pub struct Diagnosis {
     pub position: Option<MempoolPosition>,
     /// When it may confirm.
     pub estimate: Option<ConfirmationEstimate>,
-    /// Why it is where it is and what to do.
+    /// The cause and the options.
     pub verdict: Verdict,
     /// The support desk's view: priority, category, who acts.
     pub triage: Triage,
-    /// What the backend could not tell, so that the verdict is read with care.
+    /// Facts the backend could not provide, so that the verdict is read with care.
     pub data_gaps: Vec<String>,
     /// The backend that supplied the facts.
     pub backend: String,
 }
 
-/// Where the transaction is.
+/// The place of the transaction.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum Status {
@@ -146,7 +146,7 @@ pub struct FeeTargets {
     /// Rate that reaches about six blocks, in sat/vB.
     #[serde(with = "rust_decimal::serde::str")]
     pub six_blocks_sat_per_vb: Decimal,
-    /// How the rates were found.
+    /// The source of the rates.
     pub source: String,
 }
 
@@ -189,7 +189,7 @@ pub struct MissingFacts {
 pub struct AnalysisOptions {
     /// Relay policy constants.
     pub policy: RelayPolicy,
-    /// Which replacement rules price the options.
+    /// Replacement rules that price the options.
     pub policy_version: PolicyVersion,
 }
 

@@ -12,7 +12,7 @@ use crate::chain::{FeeEstimates, MempoolSnapshot};
 use crate::feerate::{FeeFrac, SatPerKvb, WITNESS_SCALE_FACTOR};
 use crate::policy::{RelayPolicy, ReplacementCase, fee_to_reach};
 
-/// Why the transaction is where it is.
+/// The reason a transaction is where it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Cause {
@@ -60,7 +60,7 @@ pub struct OptionCost {
     pub target_sat_per_vb: Decimal,
     /// Total fee of the new transaction.
     pub fee_sat: u64,
-    /// What it costs beyond what is already paid.
+    /// Fee beyond what is already paid.
     pub extra_fee_sat: u64,
     /// Estimated virtual size of the new transaction.
     pub vsize: u64,
@@ -75,7 +75,7 @@ pub struct BumpOption {
     pub possible: bool,
     /// The reason it cannot be done, when it cannot.
     pub reason: Option<String>,
-    /// Who can do it.
+    /// The party that can do it.
     pub who: String,
     /// Smallest fee nodes accept for it, where a rule sets one.
     pub minimum_fee_sat: Option<u64>,
@@ -83,7 +83,7 @@ pub struct BumpOption {
     pub next_block: Option<OptionCost>,
     /// Cost to reach about six blocks.
     pub six_blocks: Option<OptionCost>,
-    /// What to keep in mind.
+    /// A caveat to keep in mind.
     pub note: String,
 }
 
@@ -100,7 +100,7 @@ pub struct Verdict {
     pub options: Vec<BumpOption>,
 }
 
-/// How urgent a ticket is.
+/// The urgency of a ticket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Priority {
@@ -114,7 +114,7 @@ pub enum Priority {
     Critical,
 }
 
-/// Who should act next.
+/// The party that should act next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Actor {
@@ -133,7 +133,7 @@ pub struct Triage {
     pub priority: Priority,
     /// The ticket category, the cause code's family.
     pub category: String,
-    /// Who acts next.
+    /// The party that acts next.
     pub actor: Actor,
     /// One sentence for the ticket.
     pub summary: String,
@@ -191,7 +191,7 @@ pub fn targets(
     })
 }
 
-/// The verdict on a confirmed transaction.
+/// Returns the verdict on a confirmed transaction.
 pub fn confirmed(confirmations: u32) -> Verdict {
     let plural = if confirmations == 1 { "" } else { "s" };
     Verdict {
@@ -204,7 +204,7 @@ pub fn confirmed(confirmations: u32) -> Verdict {
     }
 }
 
-/// The verdict on a transaction the backend does not know.
+/// Returns the verdict on a transaction the backend does not know.
 pub fn missing(facts: &MissingFacts) -> Verdict {
     let confirmed_conflict = facts
         .conflicts
@@ -279,7 +279,7 @@ pub fn missing(facts: &MissingFacts) -> Verdict {
     }
 }
 
-/// The verdict on a transaction in the mempool.
+/// Returns the verdict on a transaction in the mempool.
 pub fn unconfirmed(
     view: &ClusterView,
     replaceability: &Replaceability,
@@ -387,7 +387,7 @@ fn advice_for(cause: Cause, options: &[BumpOption]) -> String {
     }
 }
 
-/// The policy versions to satisfy for `version`.
+/// Prices every option at the next-block and six-block rates, best first.
 fn price_options(
     view: &ClusterView,
     replaceability: &Replaceability,
@@ -537,7 +537,7 @@ fn replacement_option(
     }
 }
 
-/// The cluster without `evicted`, sizes in vB, parents renumbered.
+/// Returns the cluster without `evicted`, sizes in vB, parents renumbered.
 fn kept_cluster(view: &ClusterView, evicted: &[usize]) -> Vec<crate::analysis::cluster::ClusterTx> {
     view.vsize_cluster()
         .into_iter()
@@ -692,7 +692,7 @@ pub fn triage(verdict: &Verdict, estimate: Option<&ConfirmationEstimate>, txid: 
 }
 
 impl Status {
-    /// Whether the transaction is known to the backend.
+    /// Returns whether the backend has the transaction.
     pub fn is_found(&self) -> bool {
         !matches!(self, Status::NotFound { .. })
     }

@@ -236,7 +236,7 @@ impl<'a> Planner<'a> {
         options
     }
 
-    /// Whether every input of the stuck transaction is the owner's, so that a
+    /// Checks that every input of the stuck transaction is the owner's, so that a
     /// replacement can be signed.
     fn owns_all_inputs(&self) -> Result<(), String> {
         let prevouts = &self.view.txs[self.view.focus].prevouts;
@@ -251,7 +251,7 @@ impl<'a> Planner<'a> {
         }
     }
 
-    /// The cluster after the stuck transaction and its descendants leave, in vB.
+    /// Returns the cluster, in vB, after the stuck transaction and its descendants leave.
     fn kept_cluster(&self, evicted: &[usize]) -> (Vec<ClusterTx>, Vec<usize>) {
         let remap = |indexes: &[usize]| -> Vec<usize> {
             indexes
@@ -274,7 +274,7 @@ impl<'a> Planner<'a> {
         (kept, remap(&self.view.parents[self.view.focus]))
     }
 
-    /// The stuck transaction and its descendants, which a replacement evicts.
+    /// Returns the stuck transaction and its descendants, which a replacement evicts.
     fn evicted(&self) -> Vec<usize> {
         let mut evicted = self.view.descendants_of(self.view.focus);
         evicted.push(self.view.focus);
@@ -282,7 +282,7 @@ impl<'a> Planner<'a> {
         evicted
     }
 
-    /// A fresh script of the wallet that owns `owned_script`, unused in the cluster.
+    /// Derives a fresh script of the wallet that owns `owned_script`, unused in the cluster.
     fn fresh_script_beside(&self, owned_script: &ScriptBuf) -> Option<ScriptBuf> {
         let wallet = self
             .owner
@@ -302,7 +302,7 @@ impl<'a> Planner<'a> {
         self.owner.fresh_change_script(wallet, &used)
     }
 
-    /// The stuck transaction unsigned, every input signalling replaceability.
+    /// Copies the stuck transaction unsigned, every input signalling replaceability.
     fn unsigned_copy(&self) -> Transaction {
         let focus = self.focus();
         let signalling = |input: &TxIn| TxIn {
@@ -549,7 +549,7 @@ impl<'a> Planner<'a> {
         Some((adjusted, adjusted.div_ceil(WITNESS_SCALE_FACTOR)))
     }
 
-    /// The owner's output to reduce: a change-keychain output first, else the largest owned.
+    /// Picks the owner's output to reduce: a change-keychain output first, else the largest owned.
     fn change_output(&self) -> Option<usize> {
         let outputs = &self.focus().output;
         let owned: Vec<(usize, bool)> = outputs
@@ -704,7 +704,7 @@ impl<'a> Planner<'a> {
         Ok(psbt)
     }
 
-    /// The owner's largest output of the stuck transaction that nothing spends yet.
+    /// Finds the owner's largest output of the stuck transaction that nothing spends yet.
     fn spendable_owned_output(&self) -> Option<(u32, TxOut)> {
         let focus_txid = self.view.txs[self.view.focus].txid;
         let spent: Vec<u32> = self

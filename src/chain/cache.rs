@@ -63,7 +63,7 @@ enum Key {
 }
 
 impl Key {
-    /// The kind of fact, as a metric label.
+    /// Returns the kind of fact, as a metric label.
     fn kind(&self) -> &'static str {
         match self {
             Key::Transaction(_) => "transaction",
@@ -77,7 +77,7 @@ impl Key {
         }
     }
 
-    /// The fact, for a stale-data note.
+    /// Describes the fact, for a stale-data note.
     fn describe(&self) -> String {
         match self {
             Key::Transaction(txid) => format!("transaction {txid}"),
@@ -148,7 +148,7 @@ impl CachedSource {
         }
     }
 
-    /// The source behind the cache.
+    /// Returns the source behind the cache.
     pub fn inner(&self) -> &Arc<dyn ChainSource> {
         &self.inner
     }

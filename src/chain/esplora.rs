@@ -24,7 +24,7 @@ use super::{
 };
 use crate::bitcoin::{Amount, Transaction, TxOut, Txid, consensus};
 
-/// How the Esplora client connects and retries.
+/// Connection and retry settings of the Esplora client.
 #[derive(Debug, Clone)]
 pub struct EsploraOptions {
     /// Base URL, such as `https://host/api`, without a trailing slash.
@@ -98,12 +98,12 @@ impl EsploraSource {
         })
     }
 
-    /// The shared HTTP client, for `esplora_client::AsyncClient::from_client`.
+    /// Returns the shared HTTP client, for `esplora_client::AsyncClient::from_client`.
     pub fn http_client(&self) -> &reqwest::Client {
         &self.client
     }
 
-    /// The base URL.
+    /// Returns the base URL.
     pub fn url(&self) -> &str {
         &self.options.url
     }

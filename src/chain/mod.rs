@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use crate::bitcoin::{Amount, BlockHash, OutPoint, Transaction, TxOut, Txid};
 
-/// Where a transaction is, as the backend reports it.
+/// The place of a transaction, as the backend reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum TxStatus {
@@ -38,7 +38,7 @@ pub enum TxStatus {
 }
 
 impl TxStatus {
-    /// Whether the transaction is in a block.
+    /// Returns whether the transaction is in a block.
     pub fn is_confirmed(&self) -> bool {
         matches!(self, TxStatus::Confirmed { .. })
     }
@@ -127,11 +127,11 @@ impl ChainTx {
     }
 }
 
-/// Who spends an output, if anyone.
+/// The spender of an output, if any.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum OutputSpend {
-    /// Nothing the backend knows of spends it.
+    /// No transaction the backend has spends it.
     Unspent,
     /// A transaction spends it.
     Spent {
@@ -225,7 +225,7 @@ impl BackendSpec {
     }
 }
 
-/// What can go wrong while asking a backend.
+/// Errors of a backend request.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum ChainError {
     /// The backend could not be reached, timed out, or answered with an error status.
@@ -241,7 +241,7 @@ pub enum ChainError {
     Inconsistent {
         /// Which backend.
         backend: String,
-        /// What does not add up.
+        /// The inconsistency found.
         detail: String,
     },
 }
