@@ -692,3 +692,32 @@ async fn cli_health_lists_backends() {
     assert_eq!(body["backends"][1]["tip_height"], 329);
     assert_eq!(body["warnings"], serde_json::json!([]));
 }
+
+#[tokio::test]
+async fn health_probe_gives_up_on_a_hanging_backend() {
+    // The hanging backend's own timeout and retries would take 3 × 10 s; the probe stops
+    // after 5 s and reports it down beside the healthy one.
+    let hanging = support::start_with_faults(
+        Scenario::load(SCENARIO).routes,
+        vec![(
+            "/blocks/tip/height".to_owned(),
+            Fault::Delay(Duration::from_secs(30)),
+        )],
+    )
+    .await;
+    let healthy = support::start(Scenario::load(SCENARIO).routes).await;
+    let source = failover(vec![
+        esplora(&hanging.url, Duration::from_secs(10), 2),
+        esplora(&healthy.url, Duration::from_secs(10), 2),
+    ]);
+    let started = std::time::Instant::now();
+    let readiness = txdoctor::ops::readiness(source.as_ref()).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(readiness.ready, "the healthy backend is up");
+    let text = serde_json::to_string(&readiness).expect("JSON");
+    assert!(text.contains("health probe timed out"), "{text}");
+}

@@ -180,10 +180,18 @@ impl Backend {
         }
     }
 
-    /// Asks the backend for its tip and records the outcome.
+    /// Asks the backend for its tip and records the outcome. The probe gives up after
+    /// [`PROBE_TIMEOUT`], so that a hanging backend cannot hold a readiness check for the
+    /// full timeout of every retry.
     async fn probe(&self, backoff: Duration) -> BackendHealth {
         let started = Instant::now();
-        let result = self.source.tip_height().await;
+        let result = match tokio::time::timeout(PROBE_TIMEOUT, self.source.tip_height()).await {
+            Ok(result) => result,
+            Err(_) => Err(ChainError::Unavailable {
+                backend: self.source.name().to_owned(),
+                reason: format!("the health probe timed out after {PROBE_TIMEOUT:?}"),
+            }),
+        };
         let elapsed = started.elapsed();
         telemetry::backend_request(
             self.source.name(),
@@ -205,6 +213,9 @@ impl Backend {
         self.health()
     }
 }
+
+/// Longest a health probe waits for one backend's tip.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Merges the errors of every backend into one; it is unavailable unless every backend
 /// returned inconsistent data.
