@@ -1,11 +1,11 @@
-//! Parsing of user input at the edge: txids and raw transactions, with messages that say
+//! Parsing of user input at the edge: txids and raw transactions, with messages that name
 //! what is wrong and never repeat a private key pasted by mistake.
 
 use std::str::FromStr;
 
 use crate::bitcoin::{Transaction, Txid, consensus};
 
-/// Why user input was rejected.
+/// Errors of user input.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InputError {
     /// Not a txid.
@@ -13,13 +13,13 @@ pub enum InputError {
     InvalidTxid {
         /// The input, shortened.
         shown: String,
-        /// What is wrong with it.
+        /// The problem found.
         reason: String,
     },
     /// Not a raw transaction in hex.
     #[error("invalid raw transaction: {reason}")]
     InvalidTxHex {
-        /// What is wrong with it.
+        /// The problem found.
         reason: String,
     },
     /// The input looks like a private key; it is not repeated.
@@ -29,7 +29,7 @@ pub enum InputError {
     PrivateKey,
 }
 
-/// Whether `text`, or any word in it, looks like an extended private key or a WIF private
+/// Returns whether `text`, or any word in it, looks like an extended private key or a WIF private
 /// key, so that it is neither used nor repeated.
 pub fn looks_like_private_key(text: &str) -> bool {
     let extended = [

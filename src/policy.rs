@@ -336,7 +336,7 @@ impl ReplacementCase {
         Ok(minimum)
     }
 
-    /// Finds the smallest fee at or above `floor` that improves the diagram; a higher fee
+    /// Finds the smallest fee at or above `floor` that improves the diagram. A higher fee
     /// never makes the new diagram worse, so a binary search is exact.
     fn diagram_minimum(&self, floor: u64) -> u64 {
         if self.improves_diagram(floor) {
@@ -378,7 +378,7 @@ impl ReplacementCase {
     }
 }
 
-/// A fee-rate diagram: cumulative (weight, fee) at the end of each chunk, from (0, 0).
+/// Builds a fee-rate diagram: cumulative (weight, fee) at the end of each chunk, from (0, 0).
 fn diagram(cluster: &[ClusterTx]) -> Vec<(u64, u64)> {
     let mut points = vec![(0, 0)];
     let (mut weight, mut fee) = (0, 0);

@@ -869,7 +869,7 @@ async fn cli_bump_private_key_exit_code() {
 }
 
 /// A confirmed coin paying `sats` to Alice's receive address at `index`: made up for
-/// the test, since the recording holds no other coin of hers.
+/// the test, because the recording contains no other coin of hers.
 fn alice_coin(scenario: &Scenario, index: u32, sats: u64) -> txdoctor::bump::coins::Coin {
     use txdoctor::bitcoin::{Amount, OutPoint, TxIn, absolute, transaction};
     let wpkh = descriptors(scenario, "alice", "public")
@@ -980,7 +980,7 @@ async fn no_change_replacement_adds_a_coin() {
 
 #[tokio::test]
 async fn failed_coin_scan_is_reported() {
-    // The recording has no address histories, so the scan fails; the plan says so.
+    // The recording has no address histories, so the scan fails and the plan reports it.
     let scenario = Scenario::load("s11_no_change");
     let replay = support::start(scenario.routes.clone()).await;
     let esplora = bdk_esplora::esplora_client::Builder::new(&replay.url)

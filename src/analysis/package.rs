@@ -98,18 +98,18 @@ impl ClusterView {
         found
     }
 
-    /// The chunk the focus transaction is mined in.
+    /// Returns the chunk the focus transaction is mined in.
     pub fn focus_chunk(&self) -> &Chunk {
         let index = chunk_of(&self.chunks, self.focus).unwrap_or(0);
         &self.chunks[index]
     }
 
-    /// The focus transaction's own fee rate: fee over sigop-adjusted vsize.
+    /// Returns the focus transaction's own fee rate: fee over sigop-adjusted vsize.
     pub fn own_rate(&self) -> FeeFrac {
         self.sizes[self.focus].rate_of(self.txs[self.focus].fee.to_sat())
     }
 
-    /// The cluster with sizes in virtual bytes, for rates quoted per vB.
+    /// Returns the cluster with sizes in virtual bytes, for rates quoted per vB.
     pub fn vsize_cluster(&self) -> Vec<ClusterTx> {
         (0..self.txs.len())
             .map(|i| ClusterTx {
@@ -122,7 +122,7 @@ impl ClusterView {
             .collect()
     }
 
-    /// The cluster as replacement rules see it when `evicted` leave the mempool and the
+    /// Returns the cluster as replacement rules see it when `evicted` leave the mempool and the
     /// focus transaction is the one directly conflicted.
     pub fn mempool_txs(&self, evicted: &[usize]) -> Vec<MempoolTx> {
         (0..self.txs.len())
@@ -151,7 +151,7 @@ impl ClusterView {
         }
     }
 
-    /// The report of ancestors, descendants and the focus chunk.
+    /// Builds the report of ancestors, descendants and the focus chunk.
     pub fn report(&self, complete: bool) -> PackageReport {
         let chunk = self.focus_chunk();
         let ancestors = self

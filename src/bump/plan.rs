@@ -823,8 +823,8 @@ impl<'a> Planner<'a> {
         planned
     }
 
-    /// The replacement minimum a TRUC child pays to evict its sibling; `None` when there is
-    /// no sibling.
+    /// Computes the replacement minimum a TRUC child pays to evict its sibling, or `None`
+    /// when there is no sibling.
     fn sibling_minimum(
         &self,
         evicted: &[usize],

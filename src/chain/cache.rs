@@ -123,7 +123,7 @@ impl Expiry<Key, Value> for Lifetimes {
     }
 }
 
-/// A [`ChainSource`] that answers from memory when it can.
+/// A [`ChainSource`] that returns facts from memory when it can.
 pub struct CachedSource {
     inner: Arc<dyn ChainSource>,
     cache: Cache<Key, Value>,

@@ -98,7 +98,7 @@ impl std::fmt::Debug for ElectrumSource {
 enum CallError {
     /// The server returned a JSON-RPC error object.
     Server(serde_json::Value),
-    /// The answer could not be decoded.
+    /// The response could not be decoded.
     Malformed(String),
     /// The connection failed, closed or timed out.
     Transport(String),
@@ -155,17 +155,11 @@ impl ElectrumSource {
     }
 
     fn unavailable(&self, reason: String) -> ChainError {
-        ChainError::Unavailable {
-            backend: self.name.clone(),
-            reason,
-        }
+        ChainError::unavailable(&self.name, reason)
     }
 
     fn inconsistent(&self, detail: String) -> ChainError {
-        ChainError::Inconsistent {
-            backend: self.name.clone(),
-            detail,
-        }
+        ChainError::inconsistent(&self.name, detail)
     }
 
     /// Requests sent together at most: batches are split into chunks of this size, so
@@ -507,7 +501,7 @@ fn classify(what: &str, error: electrum_client::Error) -> CallError {
             ) =>
         {
             CallError::Transport(format!(
-                "{what} timed out: the server sent no answer ({io})"
+                "{what} timed out: the server sent no response ({io})"
             ))
         }
         other => CallError::Transport(format!("{what} failed: {other}")),
@@ -568,7 +562,7 @@ fn is_not_found(error: &serde_json::Value) -> bool {
         .and_then(serde_json::Value::as_str)
         .map_or_else(|| error.to_string(), str::to_owned)
         .to_lowercase();
-    // A server that lacks the method answers "Method not found" (JSON-RPC -32601): that
+    // A server that lacks the method returns "Method not found" (JSON-RPC -32601), which
     // is a server fault, not an unknown transaction.
     let code = error.get("code").and_then(serde_json::Value::as_i64);
     if code == Some(-32601) || message.contains("method not found") {

@@ -1,6 +1,6 @@
 //! The Esplora backend: Blockstream's and mempool.space's REST API over HTTP(S).
 //!
-//! Answers are decoded into `esplora_client`'s API types and then checked: the raw
+//! Responses are decoded into `esplora_client`'s API types and then checked: the raw
 //! transaction is fetched beside its JSON so that the txid can be recomputed and the fee
 //! recomputed from the previous outputs.
 
@@ -55,7 +55,7 @@ impl EsploraOptions {
     }
 }
 
-/// An Esplora REST client that checks every answer.
+/// An Esplora REST client that checks every response.
 #[derive(Debug)]
 pub struct EsploraSource {
     name: String,
@@ -114,17 +114,11 @@ impl EsploraSource {
     }
 
     fn unavailable(&self, reason: String) -> ChainError {
-        ChainError::Unavailable {
-            backend: self.name.clone(),
-            reason,
-        }
+        ChainError::unavailable(&self.name, reason)
     }
 
     fn inconsistent(&self, detail: String) -> ChainError {
-        ChainError::Inconsistent {
-            backend: self.name.clone(),
-            detail,
-        }
+        ChainError::inconsistent(&self.name, detail)
     }
 
     /// Sends `GET path`, retrying as configured. Returns `None` on 404.
@@ -181,7 +175,7 @@ impl EsploraSource {
         })?;
         let status = response.status();
         if status == StatusCode::NOT_FOUND {
-            // Esplora answers an unknown transaction with "Transaction not found"; any other
+            // Esplora returns "Transaction not found" for an unknown transaction. Any other
             // 404, such as "endpoint does not exist" from a wrong base path, is a fault
             // and must not read as a missing transaction.
             let body = response.text().await.unwrap_or_default();

@@ -1,6 +1,6 @@
 //! The chain layer: facts about transactions and the mempool, from a backend.
 //!
-//! Every backend implements [`ChainSource`] and translates its answers into the types of
+//! Every backend implements [`ChainSource`] and translates its responses into the types of
 //! this module, checking them on the way in: a transaction whose txid or fee does not add
 //! up is a [`ChainError::Inconsistent`], never a fact. [`cache::CachedSource`] sits in
 //! front of any source.
@@ -228,7 +228,7 @@ impl BackendSpec {
 /// Errors of a backend request.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum ChainError {
-    /// The backend could not be reached, timed out, or answered with an error status.
+    /// The backend could not be reached, timed out, or returned an error status.
     #[error("backend {backend} is unavailable: {reason}")]
     Unavailable {
         /// Which backend.
@@ -236,7 +236,7 @@ pub enum ChainError {
         /// What failed.
         reason: String,
     },
-    /// The backend answered, but with data that is malformed or does not add up.
+    /// The backend responded, but with data that is malformed or does not add up.
     #[error("backend {backend} returned inconsistent data: {detail}")]
     Inconsistent {
         /// Which backend.
@@ -246,13 +246,31 @@ pub enum ChainError {
     },
 }
 
+impl ChainError {
+    /// Builds an [`ChainError::Unavailable`] for `backend`.
+    pub fn unavailable(backend: &str, reason: String) -> Self {
+        ChainError::Unavailable {
+            backend: backend.to_owned(),
+            reason,
+        }
+    }
+
+    /// Builds an [`ChainError::Inconsistent`] for `backend`.
+    pub fn inconsistent(backend: &str, detail: String) -> Self {
+        ChainError::Inconsistent {
+            backend: backend.to_owned(),
+            detail,
+        }
+    }
+}
+
 /// A source of chain and mempool facts.
 ///
 /// Implementations only fetch and check; they never interpret. `Ok(None)` means the backend
 /// does not know the transaction, which is different from the backend failing.
 #[async_trait]
 pub trait ChainSource: Send + Sync {
-    /// A short name for messages and metrics, such as `esplora https://host/api`.
+    /// Returns a short name for messages and metrics, such as `esplora https://host/api`.
     fn name(&self) -> &str;
 
     /// Fetches a transaction with the outputs it spends and its status.

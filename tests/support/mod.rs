@@ -39,7 +39,7 @@ pub fn scenario_names() -> Vec<String> {
     names
 }
 
-/// One recorded scenario: what the Esplora server answered and what Bitcoin Core said.
+/// One recorded scenario: the Esplora server's responses and Bitcoin Core's own numbers.
 pub struct Scenario {
     pub name: String,
     pub routes: Routes,
@@ -86,7 +86,7 @@ impl Scenario {
     }
 }
 
-/// Recorded answers by path.
+/// Recorded responses by path.
 #[derive(Clone, Default)]
 pub struct Routes(HashMap<String, (u16, String)>);
 
@@ -103,9 +103,9 @@ impl Routes {
 /// A fault the replay server injects on every path that contains `path_part`.
 #[derive(Clone)]
 pub enum Fault {
-    /// Waits before answering.
+    /// Waits before responding.
     Delay(Duration),
-    /// Answers with this status and an empty body.
+    /// Responds with this status and an empty body.
     Status(u16),
     /// Answers 200 with a body that is not what the endpoint returns.
     Garbage,
@@ -148,7 +148,7 @@ impl Replay {
         self.hits.lock().expect("hits lock").values().sum()
     }
 
-    /// Most requests that were being answered at once.
+    /// Maximum number of requests in progress at once.
     pub fn max_in_flight(&self) -> usize {
         self.max_in_flight.load(Ordering::SeqCst)
     }
@@ -262,7 +262,7 @@ fn plain(status: u16, body: String) -> Response<Body> {
     response
 }
 
-/// A doctor over the Esplora server at `url`: no retries, a fresh cache, memory-only
+/// Builds a doctor over the Esplora server at `url`: no retries, a fresh cache, memory-only
 /// history, and `timeout` per request when given.
 pub fn esplora_doctor(
     url: &str,
@@ -287,7 +287,7 @@ pub fn esplora_doctor(
     txdoctor::diagnose::Doctor::new(source, history, options)
 }
 
-/// The bump settings of the tests: regtest descriptors and a short lookahead.
+/// Returns the bump settings of the tests: regtest descriptors and a short lookahead.
 pub fn bump_config() -> txdoctor::bump::BumpConfig {
     txdoctor::bump::BumpConfig {
         network: txdoctor::config::Network::Regtest,
